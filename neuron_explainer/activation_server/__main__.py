@@ -1,0 +1,3 @@
+from neuron_explainer.activation_server.main import main
+
+main()

@@ -1,0 +1,286 @@
+"""One batched forward (+ backward) pass that records what the debugger needs.
+
+A request for one prompt says: which activations to zero or overwrite (`Ablation`), what to
+differentiate (`LogitDiffLoss`, or `Trace` of one node), and which activations and gradients to
+keep. All prompts of a request run as one batch: rows never interact (attention is per row and
+each row's objective depends only on its own logits), so one `backward()` of the summed
+objectives gives every row exactly its own gradients.
+
+Indices here use the per-prompt layouts of the API (`Recording` documents them); the only place
+that knows the model's batched layouts is `_model_index`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from neuron_explainer.models.transformer import Transformer, hook_name
+
+# An index into one prompt's activation tensor; None means "all positions along this axis".
+Index = tuple[int | None, ...]
+Pass = Literal["forward", "backward"]
+
+# Locations whose per-prompt layout differs from the model's batched one.
+_PAIR_LOCATIONS = ("attn.qk_logits", "attn.qk_probs")  # model (b, h, q, k) -> API (q, k, h)
+
+
+@dataclass(frozen=True)
+class Site:
+    """One activation tensor of the model: a hook location at a layer (None for layerless)."""
+
+    location: str
+    layer: int | None = None
+
+    @property
+    def hook(self) -> str:
+        return hook_name(self.location, self.layer)
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """Overwrite an activation (forward) or the gradient flowing into it (backward) at `index`."""
+
+    site: Site
+    index: Index
+    value: float = 0.0
+    pass_type: Pass = "forward"
+
+
+@dataclass(frozen=True)
+class LogitDiffLoss:
+    """mean(logits of targets) - mean(logits of distractors) at the last token; with no
+    distractors and subtract_mean, the mean logit over the vocabulary is subtracted instead.
+    `probs` sums the target probabilities instead. `zero` differentiates nothing (useful with
+    backward ablations that inject a gradient)."""
+
+    targets: tuple[int, ...] = ()
+    distractors: tuple[int, ...] = ()
+    kind: Literal["logit_diff", "logit_minus_mean", "probs", "zero"] = "logit_diff"
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Differentiate one node instead of the loss.
+
+    `site`/`index` name the pre-activation to differentiate (for attention: the QK logit at
+    (query, key, head)). `through` restricts an attention node to its query side ("Q"), key side
+    ("K") or both ("QK"). "V" differentiates the head's write at that token pair projected on
+    the gradient of `downstream` (another Trace) or, without one, of the loss.
+    """
+
+    site: Site
+    index: Index
+    through: Literal["Q", "K", "QK", "V"] | None = None
+    downstream: Trace | None = None
+
+
+@dataclass
+class PromptRequest:
+    tokens: list[int]
+    ablations: Sequence[Ablation] = ()
+    loss: LogitDiffLoss | None = None
+    trace: Trace | None = None
+
+
+@dataclass
+class Recording:
+    """What one prompt's pass recorded. Per-prompt layouts (T = prompt length):
+    resid.* (T, d_model); mlp.* (T, d_ff); attn.qk_probs / qk_logits (T_query, T_key, heads);
+    attn.q/k/v (T, heads, d_head); *_ln.scale (T, 1); latents (T, n_latents); logits (T, vocab)."""
+
+    tokens: list[int]
+    activations: dict[Site, Tensor] = field(default_factory=dict)
+    gradients: dict[Site, Tensor] = field(default_factory=dict)
+    objective: float | None = None  # value of the loss, or of the traced quantity
+    derived: dict[tuple[str, int | None], Tensor] = field(default_factory=dict)  # scalars cache
+
+
+def _model_index(site: Site, row: int, index: Index) -> tuple[int | slice, ...]:
+    """Per-prompt API index -> index into the model's batched tensor."""
+    idx = tuple(slice(None) if i is None else i for i in index)
+    if site.location in _PAIR_LOCATIONS:
+        q, k, h = (idx + (slice(None),) * 3)[:3]
+        return (row, h, q, k)
+    return (row, *idx)
+
+
+def _to_prompt_layout(site: Site, x: Tensor, length: int) -> Tensor:
+    """Batched row (no batch dim) -> per-prompt layout, cutting right padding."""
+    if site.location in _PAIR_LOCATIONS:
+        return x[:, :length, :length].permute(1, 2, 0)
+    return x[:length]
+
+
+def run(
+    model: Transformer,
+    requests: Sequence[PromptRequest],
+    record: Sequence[Site] = (),
+    record_grads: Sequence[Site] = (),
+) -> list[Recording]:
+    """Run all prompts as one batch; record `record` activations and `record_grads` gradients."""
+    device = model.device
+    lengths = [len(r.tokens) for r in requests]
+    longest = max(lengths)
+    tokens = torch.tensor([r.tokens + [0] * (longest - len(r.tokens)) for r in requests], device=device)
+    pad = None
+    if min(lengths) != longest:
+        pad = torch.tensor([[i >= n for i in range(longest)] for n in lengths], device=device)
+    needs_grad = any(
+        r.trace is not None
+        or (r.loss is not None and r.loss.kind != "zero")
+        or any(a.pass_type == "backward" for a in r.ablations)
+        for r in requests
+    )
+
+    fwd: dict[str, list[Callable[[Tensor], Tensor | None]]] = {}
+    bwd: dict[str, list[Callable[[Tensor], Tensor | None]]] = {}
+    kept: dict[Site, Tensor] = {}  # batched activations, still in the graph
+    grads: dict[Site, Tensor] = {}
+    recording_grads = [False]  # backward hooks record only during the final backward pass
+
+    # Ablations first, so recordings and traces see the ablated values and gradients.
+    for row, r in enumerate(requests):
+        for a in r.ablations:
+            table = fwd if a.pass_type == "forward" else bwd
+            table.setdefault(a.site.hook, []).append(_overwrite(_model_index(a.site, row, a.index), a.value))
+    # Traces through Q (or K) must not see gradient through the other side.
+    for row, r in enumerate(requests):
+        if r.trace is not None and r.trace.through in ("Q", "K"):
+            blocked = "attn.k" if r.trace.through == "Q" else "attn.q"
+            fwd.setdefault(hook_name(blocked, r.trace.site.layer), []).append(_detach_row(row))
+    for site in {*record, *record_grads, *_trace_sites(requests)}:
+        fwd.setdefault(site.hook, []).append(_keep(kept, site))
+    for site in record_grads:
+        bwd.setdefault(site.hook, []).append(_keep_grad(grads, site, recording_grads))
+
+    if needs_grad:
+        # Weights may be frozen (the server freezes them: it only wants activation gradients),
+        # so make the first activation a leaf that requires grad.
+        fwd.setdefault("resid.post_emb", []).insert(0, _require_grad)
+    with torch.set_grad_enabled(needs_grad), model.hooks(fwd=fwd, bwd=bwd):
+        logits = model(tokens, pad=pad)
+        objectives = [
+            _objective(model, r, row, lengths[row], logits, kept) for row, r in enumerate(requests)
+        ]
+        if needs_grad:
+            total = sum((o for o in objectives if o is not None), start=torch.zeros((), device=device))
+            # Backward ablations inject gradients even where the objective is zero.
+            recording_grads[0] = True
+            if total.requires_grad:
+                total.backward()
+
+    out = []
+    for row, r in enumerate(requests):
+        rec = Recording(tokens=list(r.tokens))
+        for site in record:
+            rec.activations[site] = _to_prompt_layout(site, kept[site][row].detach(), lengths[row])
+        for site in record_grads:
+            g = grads.get(site)
+            full = torch.zeros_like(kept[site][row]) if g is None else g[row]
+            rec.gradients[site] = _to_prompt_layout(site, full.detach(), lengths[row])
+        obj = objectives[row]
+        rec.objective = None if obj is None else float(obj.detach())
+        out.append(rec)
+    return out
+
+
+def _require_grad(x: Tensor) -> Tensor:
+    return x if x.requires_grad else x.detach().requires_grad_(True)
+
+
+def _objective(
+    model: Transformer, r: PromptRequest, row: int, length: int, logits: Tensor, kept: dict[Site, Tensor]
+) -> Tensor | None:
+    if r.trace is None:
+        return _loss(r.loss, logits[row, length - 1]) if r.loss is not None else None
+    if r.trace.through != "V":
+        return _node_value(r.trace, row, kept)
+    # Through V: the head's write at (q, k, h), with the attention weight held fixed, projected
+    # on the gradient (w.r.t. that layer's attention output at token q) of what is downstream.
+    q, k, h = (int(i) for i in r.trace.index)  # type: ignore[arg-type]
+    layer = r.trace.site.layer
+    assert layer is not None
+    downstream = (
+        _node_value(r.trace.downstream, row, kept)
+        if r.trace.downstream is not None
+        else _loss(r.loss or LogitDiffLoss(kind="zero"), logits[row, length - 1])
+    )
+    delta = kept[Site("resid.delta_attn", layer)]
+    if downstream is None or not downstream.requires_grad:
+        return None
+    (g,) = torch.autograd.grad(downstream, delta, retain_graph=True)
+    blk: Any = model.xf_layers[layer]
+    dh = model.cfg.d_head
+    w_o = blk.attn.out_proj.weight[:, h * dh : (h + 1) * dh]
+    v = kept[Site("attn.v", layer)][row, k, h]
+    p = kept[Site("attn.qk_probs", layer)][row, h, q, k].detach()
+    return p * (w_o @ v) @ g[row, q].detach()
+
+
+def _node_value(trace: Trace, row: int, kept: dict[Site, Tensor]) -> Tensor:
+    return kept[trace.site][_model_index(trace.site, row, trace.index)].sum()
+
+
+def _loss(loss: LogitDiffLoss | None, last_logits: Tensor) -> Tensor | None:
+    if loss is None or loss.kind == "zero":
+        return None
+    logits = last_logits.float()
+    if loss.kind == "probs":
+        return logits.softmax(-1)[list(loss.targets)].sum()
+    value = logits[list(loss.targets)].mean()
+    if loss.distractors:
+        value = value - logits[list(loss.distractors)].mean()
+    elif loss.kind == "logit_minus_mean":
+        value = value - logits.mean()
+    return value
+
+
+def _trace_sites(requests: Sequence[PromptRequest]) -> set[Site]:
+    sites: set[Site] = set()
+    for r in requests:
+        t = r.trace
+        while t is not None:
+            sites.add(t.site)
+            if t.through == "V":
+                layer = t.site.layer
+                sites |= {Site("resid.delta_attn", layer), Site("attn.v", layer), Site("attn.qk_probs", layer)}
+            t = t.downstream
+    return sites
+
+
+def _overwrite(index: tuple[int | slice, ...], value: float) -> Callable[[Tensor], Tensor]:
+    def fn(x: Tensor) -> Tensor:
+        x = x.clone()
+        x[index] = value
+        return x
+
+    return fn
+
+
+def _detach_row(row: int) -> Callable[[Tensor], Tensor]:
+    def fn(x: Tensor) -> Tensor:
+        mask = torch.zeros(x.shape[0], *([1] * (x.ndim - 1)), dtype=torch.bool, device=x.device)
+        mask[row] = True
+        return torch.where(mask, x.detach(), x)
+
+    return fn
+
+
+def _keep(store: dict[Site, Tensor], site: Site) -> Callable[[Tensor], None]:
+    def fn(x: Tensor) -> None:
+        store[site] = x
+
+    return fn
+
+
+def _keep_grad(store: dict[Site, Tensor], site: Site, active: list[bool]) -> Callable[[Tensor], None]:
+    def fn(g: Tensor) -> None:
+        if active[0]:
+            store[site] = g
+
+    return fn
