@@ -162,7 +162,11 @@ def _tiny_debugger(with_autoencoders: bool) -> Any:
             ("attention", "resid.delta_attn", model.cfg.d_model, 20),
         ):
             spec = AutoencoderSpec(reads=reads, kind=kind, location="unused", n_layers=n)  # type: ignore[arg-type]
-            attach(model, spec, [random_autoencoder(TINY_AE_LATENTS, width, seed + i) for i in range(n)])
+            attach(
+                model,
+                spec,
+                [random_autoencoder(TINY_AE_LATENTS, width, seed + i) for i in range(n)],
+            )
         mlp_name, attn_name = "tiny-ae-mlp", "tiny-ae-attn"
     return Debugger(model, get_tokenizer(), "tiny-2l", mlp_name, attn_name)
 

@@ -64,15 +64,19 @@ def create_app(debugger: Debugger | None) -> FastAPI:
     )
     lock = threading.Lock()  # one model computation at a time (memory, and torch threads)
 
-    async def compute(fn: Callable[[Debugger], T]) -> T:
+    def loaded() -> Debugger:
         if debugger is None:
             raise ServiceUnavailable(
                 "no model is loaded: restart the server with --model NAME or --model-path FOLDER"
             )
+        return debugger
+
+    async def compute(fn: Callable[[Debugger], T]) -> T:
+        d = loaded()
 
         def locked() -> T:
             with lock:
-                return fn(debugger)
+                return fn(d)
 
         return await run_in_threadpool(locked)
 
@@ -80,6 +84,11 @@ def create_app(debugger: Debugger | None) -> FastAPI:
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
         problems = []
         for err in exc.errors():
+            if err.get("type") == "json_invalid":  # loc is ("body", character offset)
+                at = [p for p in err.get("loc", ()) if p != "body"]
+                reason = (err.get("ctx") or {}).get("error", err.get("msg"))
+                problems.append(f"body: malformed JSON at character {at[0] if at else '?'}: {reason}")
+                continue
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
             problems.append(f"{where or 'body'}: {err.get('msg')}")
         return _error(422, "; ".join(problems), detail=orjson.loads(orjson.dumps(exc.errors(), default=str)))
@@ -122,7 +131,8 @@ def create_app(debugger: Debugger | None) -> FastAPI:
 
     @app.post("/model_info", tags=["inference"], response_model=S.ModelInfoResponse)
     async def model_info() -> Any:
-        return await compute(lambda d: d.model_info().model_dump(mode="json", by_alias=True))
+        # no model computation: answered at once, even while a long request holds the lock
+        return loaded().model_info().model_dump(mode="json", by_alias=True)
 
     @app.post("/batched_tdb", tags=["inference"], response_model=S.BatchedResponse)
     async def batched_tdb(request: S.BatchedTdbRequest) -> Any:

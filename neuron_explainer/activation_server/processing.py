@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -212,6 +213,9 @@ class Debugger:
             if any(i is None for i in index):
                 raise RequestError(f"{field}.nodeIndex.tensorIndices: an attention node needs query, key and head")
             through = through or "QK"
+            q, k = (i % n_tokens for i in index[:2])  # type: ignore[operator]
+            if k > q:
+                raise RequestError(f"{field}.nodeIndex.tensorIndices: key token {k} comes after query token {q}; a token only attends to earlier ones")
         elif through is not None:
             raise RequestError(f"{field}.attentionTraceType applies to attention heads only")
         downstream = None
@@ -543,11 +547,14 @@ class Debugger:
                 out.append(None)
                 continue
             layer, (q, latent) = n.layer_index, n.tensor_indices
+            assert q is not None and latent is not None
+            q %= len(rec.tokens)
             ae, _ = self.weights.autoencoder(sc.ATTN_LATENTS, layer)
-            probs = rec.activations[Site("attn.qk_probs", layer)][q].float()  # (K, H)
-            writes = torch.einsum("khe,hed->khd", rec.activations[Site("attn.v", layer)].float(), self.weights.head_write(layer))
+            probs = rec.activations[Site("attn.qk_probs", layer)][q, : q + 1].float()  # (keys, H)
+            values = rec.activations[Site("attn.v", layer)][: q + 1].float()
+            writes = torch.einsum("khe,hed->khd", values, self.weights.head_write(layer))
             per_key = torch.einsum("kh,khd,d->k", probs, writes, ae.encoder.weight[latent].float())
-            k = min(spec.num_tokens_attended_to, per_key.numel())
+            k = min(spec.num_tokens_attended_to, q + 1)
             top = per_key.topk(k)
             out.append(S.TopTokensAttendedTo(token_indices=top.indices.tolist(), attributions=[_finite(v) for v in top.values.tolist()]))
         return S.TokenPairAttributionResponseData(node_indices=nodes, top_tokens_attended_to_list=out)
@@ -615,7 +622,10 @@ class Debugger:
         if not request.sub_requests:
             raise RequestError("subRequests: at least one sub-request is needed")
         subs = [self.tdb_to_sub_request(s, f"subRequests[{i}]") for i, s in enumerate(request.sub_requests)]
-        return self.batched(S.BatchedRequest(inference_sub_requests=subs))
+        try:
+            return self.batched(S.BatchedRequest(inference_sub_requests=subs))
+        except RequestError as e:
+            raise RequestError(_tdb_field_names(str(e))) from None
 
     def tdb_to_sub_request(self, spec: S.TdbRequestSpec, field: str) -> S.InferenceSubRequest:
         """The TDB page's compact request, expanded into the generic processing steps (the
@@ -766,6 +776,23 @@ def attention_summaries(tokens: list[str], scalars: Tensor) -> list[S.TokenAndAt
             )
         )
     return out
+
+
+# Field paths of the expanded request, renamed to what the TDB client sent (most specific first;
+# node ablations come first in ablationSpecs, so their numbering is unchanged).
+_TDB_FIELDS = [
+    (r"inferenceSubRequests\[(\d+)\]\.inferenceRequestSpec\.ablationSpecs\[(\d+)\]\.index", r"subRequests[\1].nodeAblations[\2].nodeIndex"),
+    (r"inferenceSubRequests\[(\d+)\]\.inferenceRequestSpec\.traceConfig\.downstreamTraceConfig", r"subRequests[\1].downstreamNodeToTrace"),
+    (r"inferenceSubRequests\[(\d+)\]\.inferenceRequestSpec\.traceConfig", r"subRequests[\1].upstreamNodeToTrace"),
+    (r"inferenceSubRequests\[(\d+)\]\.inferenceRequestSpec\.lossFnConfig\.", r"subRequests[\1]."),
+    (r"inferenceSubRequests\[(\d+)\]\.inferenceRequestSpec\.", r"subRequests[\1]."),
+]
+
+
+def _tdb_field_names(message: str) -> str:
+    for pattern, replacement in _TDB_FIELDS:
+        message = re.sub(pattern, replacement, message)
+    return message
 
 
 def _name_of(sub: S.InferenceSubRequest, spec: Any) -> str:

@@ -167,6 +167,11 @@ def run(
         objectives = [
             _objective(model, r, row, lengths[row], logits, kept) for row, r in enumerate(requests)
         ]
+        for row, r in enumerate(requests):
+            if objectives[row] is None and any(a.pass_type == "backward" for a in r.ablations):
+                # nothing to differentiate, but a backward ablation injects a gradient: give the
+                # backward pass a (zero) start so that it reaches the injection point
+                objectives[row] = logits[row].sum() * 0.0
         if needs_grad:
             total = sum((o for o in objectives if o is not None), start=torch.zeros((), device=device))
             # Backward ablations inject gradients even where the objective is zero.
