@@ -25,7 +25,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from neuron_explainer.activation_server import schemas as S
-from neuron_explainer.activation_server.processing import Debugger, RequestError
+from neuron_explainer.activation_server.errors import NotFound, RequestError, ServiceUnavailable
+from neuron_explainer.activation_server.processing import Debugger
 
 log = logging.getLogger("neuron_explainer.activation_server")
 T = TypeVar("T")
@@ -39,10 +40,6 @@ class ORJSONResponse(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-class ServiceUnavailable(Exception):
-    """The server was started without what this route needs (a model, datasets, an LLM)."""
 
 
 def _error(status: int, message: str, **extra: Any) -> ORJSONResponse:
@@ -96,6 +93,10 @@ def create_app(debugger: Debugger | None) -> FastAPI:
     @app.exception_handler(RequestError)
     async def bad_request(request: Request, exc: RequestError) -> Response:
         return _error(400, str(exc))
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound) -> Response:
+        return _error(404, str(exc.args[0]) if exc.args else "not found")
 
     @app.exception_handler(ServiceUnavailable)
     async def unavailable(request: Request, exc: ServiceUnavailable) -> Response:

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from neuron_explainer.activation_server import schemas as S
+from neuron_explainer.activation_server.errors import RequestError
 from neuron_explainer.debugger import scalars as sc
 from neuron_explainer.debugger.inference import (
     Ablation,
@@ -36,11 +37,6 @@ from neuron_explainer.debugger.inference import (
     run,
 )
 from neuron_explainer.models.transformer import Transformer
-
-
-class RequestError(ValueError):
-    """The request is well-formed JSON but asks for something impossible; says which field."""
-
 
 # API activation location names that differ from our hook locations.
 _LATENT_LOCATIONS = {
