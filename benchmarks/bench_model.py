@@ -19,9 +19,11 @@ noise from other processes hits them alike. Run:
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -45,6 +47,7 @@ def hf_copy(model: Transformer) -> Any:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     cfg = model.cfg
+    untyped: dict[str, Any] = {"attn_implementation": "eager"}  # not in GPT2Config's signature
     config = GPT2Config(
         n_embd=cfg.d_model,
         n_layer=cfg.n_layers,
@@ -55,8 +58,8 @@ def hf_copy(model: Transformer) -> Any:
         layer_norm_epsilon=cfg.layer_norm_eps,
         activation_function="gelu_new",
         tie_word_embeddings=False,
-        attn_implementation="eager",
         use_cache=False,
+        **untyped,
     )
     hf = GPT2LMHeadModel(config).eval()
     ours = model.state_dict()
@@ -103,30 +106,72 @@ def hook_points(model: Transformer, include_unfusing: bool) -> list[str]:
     return names
 
 
-def timed(run: Callable[[], None]) -> float:
-    start = time.perf_counter()
+def timed(run: Callable[[], None], clock: Callable[[], float]) -> float:
+    start = clock()
     run()
-    return time.perf_counter() - start
+    return clock() - start
+
+
+def step(module: torch.nn.Module, fn: Callable[[Tensor], Tensor], x: Tensor, mode: str) -> None:
+    """One forward pass, or one forward and backward pass of the sum of the logits (weight
+    gradients included, accumulated into existing buffers so no time goes into allocating them)."""
+    if mode == "fwd":
+        with torch.no_grad():
+            fn(x)
+    else:
+        module.zero_grad(set_to_none=False)
+        fn(x).sum().backward()
+
+
+def hook_cost_per_forward(clock: Callable[[], float], reps: int = 300) -> tuple[float, float, int]:
+    """Absolute cost of the empty hooks, measured where it is not drowned by matmuls: a model
+    with GPT-2-small's 12 layers but d_model 64, on 8 tokens. Returns (median seconds per
+    forward without hooks, the same with empty hooks, number of hook points hooked)."""
+    tiny = Transformer(
+        TransformerConfig(ctx_window=64, d_model=64, n_layers=12, n_heads=4, n_vocab=256)
+    )
+    tiny.init_weights().eval()
+    x = torch.randint(0, 256, (1, 8), generator=torch.Generator().manual_seed(0))
+    empty = {n: noop for n in hook_points(tiny, include_unfusing=False)}
+    plain: list[float] = []
+    hooked: list[float] = []
+    with torch.no_grad():
+        for rep in range(reps + 20):
+            t_plain = timed(functools.partial(tiny, x), clock)
+            with tiny.hooks(fwd=empty):
+                t_hooked = timed(functools.partial(tiny, x), clock)
+            if rep >= 20:
+                plain.append(t_plain)
+                hooked.append(t_hooked)
+    return statistics.median(plain), statistics.median(hooked), len(empty)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="64 tokens only, fewer repetitions")
+    parser.add_argument("--quick", action="store_true", help="64 tokens, 2 repetitions")
     parser.add_argument("--lengths", type=int, nargs="+", default=None)
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions per cell")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="cpu: time by this process's CPU time, which other processes on a busy machine "
+        "do not inflate; only meaningful with --threads 1",
+    )
     args = parser.parse_args()
     lengths = args.lengths or ([64] if args.quick else [64, 512])
-    reps = args.reps or (3 if args.quick else 5)
+    reps = args.reps or (2 if args.quick else 3)
     torch.set_num_threads(args.threads)
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
 
     model = Transformer(GPT2_SMALL).init_weights(seed=0).eval()
     hf = hf_copy(model)
     empty = {n: noop for n in hook_points(model, include_unfusing=False)}
     full = {n: noop for n in hook_points(model, include_unfusing=True)}
 
-    def ours(hooks: dict[str, Callable[[Tensor], None]] | None) -> Callable[[Tensor], Tensor]:
+    def ours(hooks: Mapping[str, Callable[[Tensor], None]] | None) -> Callable[[Tensor], Tensor]:
         def forward(toks: Tensor) -> Tensor:
             ctx: AbstractContextManager[Any] = model.hooks(fwd=hooks) if hooks else nullcontext()
             with ctx:
@@ -151,6 +196,7 @@ def main() -> None:
         diff = (variants["ours"][1](toks[:, :64]) - theirs(toks[:, :64])).abs().max().item()
     print(
         f"GPT-2-small-sized model, random weights, batch 1, fp32, CPU, {args.threads} threads, "
+        f"{args.clock} clock, "
         f"torch {torch.__version__}; median of {reps} after {args.warmup} warm-up; "
         f"max |logit difference| ours vs transformers: {diff:.1e}\n"
     )
@@ -160,27 +206,20 @@ def main() -> None:
     for length in lengths:
         x = toks[:, :length]
         for mode in ("fwd", "fwd+bwd"):
-
-            def step(module: torch.nn.Module, fn: Callable[[Tensor], Tensor]) -> None:
-                if mode == "fwd":
-                    with torch.no_grad():
-                        fn(x)
-                else:
-                    module.zero_grad(set_to_none=True)
-                    fn(x).sum().backward()
-
             times: dict[str, list[float]] = {name: [] for name in variants}
             for rep in range(args.warmup + reps):
                 for name, (module, fn) in variants.items():
-                    t = timed(lambda module=module, fn=fn: step(module, fn))  # type: ignore[misc]
+                    t = timed(functools.partial(step, module, fn, x, mode), clock)
                     if rep >= args.warmup:
                         times[name].append(t)
             for name in variants:
                 results[(name, mode, length)] = statistics.median(times[name])
+            print(f"done: {mode} at {length} tokens", file=sys.stderr)
 
     cells = [(mode, length) for length in lengths for mode in ("fwd", "fwd+bwd")]
     hf_name = "transformers GPT2LMHeadModel (eager)"
-    header = "| variant | " + " | ".join(f"{m} {n} tok/s | vs HF" for m, n in cells) + " |"
+    unit = "tok/s" if args.clock == "wall" else "tok/CPU-s"
+    header = "| variant | " + " | ".join(f"{m} {n} {unit} | vs HF" for m, n in cells) + " |"
     print(header)
     print("|" + "---|" * (1 + 2 * len(cells)))
     for name in variants:
@@ -200,6 +239,12 @@ def main() -> None:
             for m, n in cells
         ]
         print(f"overhead of {label} vs. ours without hooks: " + ", ".join(overheads))
+    plain, hooked, n = hook_cost_per_forward(clock)
+    print(
+        f"absolute cost of {n} empty hooks (12 layers, d_model 64, 8 tokens): "
+        f"{1e6 * (hooked - plain):+.0f} us per forward ({1e6 * plain:.0f} us without hooks, "
+        f"{1e6 * hooked:.0f} us with)"
+    )
 
 
 if __name__ == "__main__":

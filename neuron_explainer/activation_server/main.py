@@ -241,7 +241,7 @@ def build_debugger(args: argparse.Namespace) -> Debugger:
                 for p in ae.parameters():
                     p.requires_grad_(False)
             names[kind] = name
-    enc = get_tokenizer(getattr(model, "tokenizer_path", "gpt2"))
+    enc = get_tokenizer(model.tokenizer_path)
     return Debugger(model, enc, args.model_name or args.model, names.get("mlp"), names.get("attention"))
 
 

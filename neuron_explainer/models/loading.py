@@ -95,8 +95,7 @@ def register_model(name: str, location: str | os.PathLike[str], *, overwrite: bo
 def model_source(model: Transformer) -> str | None:
     """The folder or URL `model` was loaded from (None for models built in memory).
     Also available as `model.source` on loaded models."""
-    source = model.__dict__.get("source")
-    return source if isinstance(source, str) else None
+    return model.source
 
 
 # ------------------------------------------------------------------------------ loading
@@ -126,10 +125,16 @@ def load_model(
     else:
         cfg, state = _load_hf(location, config)
     model = _build(cfg, state, location, dtype)
-    model.to(device)
+    try:
+        model.to(device)
+    except (RuntimeError, AssertionError) as e:  # e.g. "Torch not compiled with CUDA enabled"
+        what = " ".join(str(e).split())[:160]
+        raise ModelLoadError(
+            f"could not move the model to {device} ({what}): pick another --device"
+        ) from e
     model.eval()
     # Plain attributes (nn.Module would type them as Tensor | Module for mypy).
-    model.__dict__.update(source=location, tokenizer_path=tokenizer_path)
+    model.source, model.tokenizer_path = location, tokenizer_path
     return model
 
 
@@ -144,10 +149,7 @@ def model_encoding(model: Transformer) -> tiktoken.Encoding:
     """The tokenizer of a model returned by load_model (GPT-2's for models built in memory)."""
     from neuron_explainer.models.tokenizer import get_tokenizer
 
-    path = model.__dict__.get("tokenizer_path")
-    if not isinstance(path, str):
-        path = model_tokenizer(model.cfg, model_source(model))
-    return get_tokenizer(path)
+    return get_tokenizer(model.tokenizer_path)
 
 
 def _tokenizer_path(enc: str, folder: str | os.PathLike[str] | None) -> str:

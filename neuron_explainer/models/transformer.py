@@ -139,6 +139,8 @@ class Transformer(nn.Module):
         self._bwd_hooks: dict[str, list[Hook]] = {}
         # hook point name -> (autoencoder, name of the hook point for its latents)
         self._autoencoders: dict[str, tuple[SparseAutoencoder, str]] = {}
+        self.source: str | None = None  # folder or URL the weights came from (set by loading.py)
+        self.tokenizer_path: str = cfg.enc  # what to pass to tokenizer.get_tokenizer
 
     def init_weights(self, seed: int = 0, std: float = 0.02) -> Transformer:
         """GPT-2's initialisation: N(0, 0.02), residual writes scaled by 1/sqrt(2 n_layers)."""
@@ -198,8 +200,10 @@ class Transformer(nn.Module):
             yield self
         finally:
             for table, name, fn in reversed(added):
-                table[name].remove(fn)
-                if not table[name]:
+                # remove the last equal entry: ours, even if an outer context added the same fn
+                fns = table[name]
+                del fns[len(fns) - 1 - fns[::-1].index(fn)]
+                if not fns:
                     del table[name]
 
     def _check_hook_name(self, name: str) -> None:
@@ -260,11 +264,11 @@ class Transformer(nn.Module):
     def _layer_norm(self, x: Tensor, ln: nn.LayerNorm, scale_name: str) -> Tensor:
         # Written out (not F.layer_norm) so the scale is a hook point: the debugger detaches it.
         # Always in fp32: half precision loses too much in the variance.
-        x32 = x.float()
+        x32 = x.to(torch.promote_types(x.dtype, torch.float32))
         centered = x32 - x32.mean(-1, keepdim=True)
         scale = (centered.pow(2).mean(-1, keepdim=True) + ln.eps).sqrt()
         scale = self.hook(scale_name, scale)
-        return (centered / scale * ln.weight.float() + ln.bias.float()).to(x.dtype)
+        return (centered / scale * ln.weight.to(x32.dtype) + ln.bias.to(x32.dtype)).to(x.dtype)
 
     def _attention(self, i: int, x: Tensor, mask: Tensor | None) -> Tensor:
         blk: Any = self.xf_layers[i]
@@ -280,7 +284,7 @@ class Transformer(nn.Module):
             allowed = mask if mask is not None else _causal(s, x.device)
             logits = logits.masked_fill(~allowed, float("-inf"))
             logits = self.hook(p + "attn.qk_logits", logits)
-            probs = torch.softmax(logits.float(), dim=-1).to(v.dtype)
+            probs = torch.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1).to(v.dtype)
             probs = self.hook(p + "attn.qk_probs", probs)
             out = probs @ v
         else:  # fused kernel when nobody looks at the attention pattern
@@ -339,7 +343,9 @@ class Transformer(nn.Module):
         temperature 0 is greedy; top_p keeps the smallest set of tokens with that much mass.
         No KV cache: each step reruns the sequence, which keeps hooks seeing whole sequences."""
         gen = torch.Generator(device=self.device)
-        if seed is not None:
+        if seed is None:
+            gen.seed()  # a fresh random seed; a new Generator would always start from the same one
+        else:
             gen.manual_seed(seed)
         longest = max(len(p) for p in prompts)
         tokens = torch.tensor(
