@@ -12,7 +12,6 @@ field; the HTTP layer turns it into a 400.
 
 from __future__ import annotations
 
-import bisect
 import math
 import re
 import time
@@ -368,36 +367,41 @@ class Debugger:
         return x if token_index is None else x[token_index : token_index + 1 or None]
 
     def _top_k_nodes(self, spec: S.MultipleTopKDerivedScalarsRequestSpec, rec: Recording) -> list[S.MirroredNodeIndex]:
+        """The union over groups of each group's top (and, unless the group is non-negative,
+        bottom) k nodes across all its scalars and layers."""
         nodes: list[S.MirroredNodeIndex] = []
         for group, dsts in spec.dst_list_by_group_id.items():
-            values: list[Tensor] = []
-            segments: list[tuple[int, str, int | None, torch.Size]] = []  # (start, dst, layer, shape)
-            start = 0
-            for dst in dsts:
-                for layer, x in self._layer_tensors(dst.value, rec):
-                    x = self._restrict(x, spec.token_index)
-                    values.append(x.flatten())
-                    segments.append((start, dst.value, layer, x.shape))
-                    start += x.numel()
-            flat = torch.cat(values)
-            k = flat.numel() if spec.top_and_bottom_k is None else min(spec.top_and_bottom_k, flat.numel())
-            picks = flat.topk(k).indices.tolist()
-            if not group.exclude_bottom_k:
-                picks += flat.topk(k, largest=False).indices.tolist()
-            starts = [seg[0] for seg in segments]
-            for p in picks:
-                seg_start, dst_name, layer, shape = segments[bisect.bisect_right(starts, p) - 1]
-                tensor_indices = list(_unravel(p - seg_start, shape))
-                if spec.token_index is not None:
-                    tensor_indices[0] = spec.token_index
-                nodes.append(
-                    S.MirroredNodeIndex(
-                        node_type=S.NodeType(sc.SCALARS[dst_name].node_type),
-                        tensor_indices=tuple(tensor_indices),
-                        layer_index=layer,
-                        pass_type=S.PassType.FORWARD,
+            segments = [
+                (dst.value, layer, self._restrict(x, spec.token_index))
+                for dst in dsts
+                for layer, x in self._layer_tensors(dst.value, rec)
+            ]
+            directions = [True] if group.exclude_bottom_k else [True, False]
+            for largest in directions:
+                # each segment's own top k first, then the top k of those few candidates: the
+                # same answer as one top-k over everything, without concatenating millions
+                values, where = [], []
+                for seg, (_, _, x) in enumerate(segments):
+                    k = x.numel() if spec.top_and_bottom_k is None else min(spec.top_and_bottom_k, x.numel())
+                    top = x.flatten().topk(k, largest=largest)
+                    values.append(top.values)
+                    where += [(seg, i) for i in top.indices.tolist()]
+                candidates = torch.cat(values)
+                k = candidates.numel() if spec.top_and_bottom_k is None else min(spec.top_and_bottom_k, candidates.numel())
+                for p in candidates.topk(k, largest=largest).indices.tolist():
+                    seg, flat_index = where[p]
+                    dst_name, layer, x = segments[seg]
+                    tensor_indices = list(_unravel(flat_index, x.shape))
+                    if spec.token_index is not None:
+                        tensor_indices[0] = spec.token_index
+                    nodes.append(
+                        S.MirroredNodeIndex(
+                            node_type=S.NodeType(sc.SCALARS[dst_name].node_type),
+                            tensor_indices=tuple(tensor_indices),
+                            layer_index=layer,
+                            pass_type=S.PassType.FORWARD,
+                        )
                     )
-                )
         return nodes
 
     def _value_at(self, dsts: Sequence[S.DerivedScalarType], node: S.MirroredNodeIndex, rec: Recording) -> float:
@@ -527,7 +531,7 @@ class Debugger:
             present = [v for v in vectors if v is not None]
             if present:  # one matmul with the vocabulary for all nodes
                 stacked = torch.stack(present)
-                scores = self._unembed(stacked) if writes else stacked @ self.weights.normalized_embeddings().T
+                scores = self._unembed(stacked) if writes else self.weights.read_embeddings(stacked)
         tops = iter(self._top_tokens(scores, spec.num_tokens) if present else [])
         return S.ScoredTokensResponseData(
             node_indices=nodes, top_tokens_list=[None if v is None else next(tops) for v in vectors]

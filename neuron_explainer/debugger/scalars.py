@@ -52,6 +52,12 @@ class Weights:
         """(d_model, d_ff): column n is what neuron n writes per unit of activation."""
         return self._cached(("mlp", layer), lambda: self.block(layer).mlp.out_layer.weight)
 
+    def mlp_write_norms(self, layer: int) -> Tensor:
+        return self._cached(("mlp_norms", layer), lambda: self.mlp_write(layer).norm(dim=0))
+
+    def latent_write_norms(self, kind: str, layer: int) -> Tensor:
+        return self._cached((kind + "_norms", layer), lambda: self.latent_write(kind, layer).norm(dim=0))
+
     def head_write(self, layer: int) -> Tensor:
         """(heads, d_head, d_model): W_O split by head."""
         cfg = self.model.cfg
@@ -70,15 +76,18 @@ class Weights:
 
         return self._cached((kind, layer), make)
 
-    def normalized_embeddings(self) -> Tensor:
-        """(vocab, d_model): token embeddings as a LayerNorm (without gain) would see them."""
-
-        def make() -> Tensor:
-            emb = self.model.tok_embed.weight.float()
-            emb = emb - emb.mean(-1, keepdim=True)
-            return emb / (emb.pow(2).mean(-1, keepdim=True) + self.model.cfg.layer_norm_eps).sqrt()
-
-        return self._cached(("embeddings", -1), make)
+    def read_embeddings(self, directions: Tensor) -> Tensor:
+        """(n, vocab): each direction (n, d_model) dotted with every token embedding as a
+        LayerNorm without gain sees it, (e - mean(e)) / std(e), without materialising that
+        normalized copy of the embedding matrix."""
+        emb = self.model.tok_embed.weight
+        mean = self._cached(("emb_mean", -1), lambda: emb.float().mean(-1))
+        std = self._cached(
+            ("emb_std", -1),
+            lambda: (emb.float().var(-1, unbiased=False) + self.model.cfg.layer_norm_eps).sqrt(),
+        )
+        raw = directions.to(emb.dtype) @ emb.T
+        return (raw.float() - directions.sum(-1, keepdim=True) * mean) / std
 
     def autoencoder(self, kind: str, layer: int) -> tuple[Any, str]:
         """The autoencoder producing latents `kind` at `layer` and the location it reads."""
@@ -142,16 +151,26 @@ def mlp_pre_act(rec: Recording, w: Weights, layer: int | None) -> Tensor:
 
 def mlp_write_norm(rec: Recording, w: Weights, layer: int | None) -> Tensor:
     assert layer is not None
-    return _act(rec, "mlp.post_act", layer).abs() * w.mlp_write(layer).norm(dim=0)
+    return _act(rec, "mlp.post_act", layer).abs() * w.mlp_write_norms(layer)
 
 
 def mlp_act_times_grad(rec: Recording, w: Weights, layer: int | None) -> Tensor:
     return _act(rec, "mlp.post_act", layer) * _grad(rec, "mlp.post_act", layer)
 
 
+def _project_on_final_grad(rec: Recording, w: Weights, writes: Tensor) -> Tensor:
+    """final_grad @ writes, (T, d_model) @ (d_model, n), skipping tokens whose gradient is zero
+    (with a loss at the last token, all but one)."""
+    g = _final_grad(rec, w)
+    rows = g.abs().sum(-1).nonzero().flatten()
+    out = torch.zeros(g.shape[0], writes.shape[1])
+    out[rows] = g[rows] @ writes
+    return out
+
+
 def mlp_direct(rec: Recording, w: Weights, layer: int | None) -> Tensor:
     assert layer is not None
-    return _act(rec, "mlp.post_act", layer) * (_final_grad(rec, w) @ w.mlp_write(layer))
+    return _act(rec, "mlp.post_act", layer) * _project_on_final_grad(rec, w, w.mlp_write(layer))
 
 
 # ---- attention heads, one node per (query token, key token, head)
@@ -165,7 +184,10 @@ def attn_logits(rec: Recording, w: Weights, layer: int | None) -> Tensor:
 
 def _value_writes(rec: Recording, w: Weights, layer: int) -> Tensor:
     """(T_key, heads, d_model): what each head writes per unit of attention to each key."""
-    return torch.einsum("khe,hed->khd", _act(rec, "attn.v", layer), w.head_write(layer))
+    key = ("_value_writes", layer)
+    if key not in rec.derived:
+        rec.derived[key] = torch.einsum("khe,hed->khd", _act(rec, "attn.v", layer), w.head_write(layer))
+    return rec.derived[key]
 
 
 def attn_write_norm(rec: Recording, w: Weights, layer: int | None) -> Tensor:
@@ -180,7 +202,10 @@ def attn_act_times_grad(rec: Recording, w: Weights, layer: int | None) -> Tensor
 
 def attn_direct(rec: Recording, w: Weights, layer: int | None) -> Tensor:
     assert layer is not None
-    projected = torch.einsum("khd,qd->qkh", _value_writes(rec, w, layer), _final_grad(rec, w))
+    g = _final_grad(rec, w)
+    rows = g.abs().sum(-1).nonzero().flatten()
+    projected = torch.zeros(g.shape[0], *_value_writes(rec, w, layer).shape[:2])
+    projected[rows] = torch.einsum("khd,qd->qkh", _value_writes(rec, w, layer), g[rows])
     return _act(rec, "attn.qk_probs", layer) * projected
 
 
@@ -191,14 +216,14 @@ def _latent_fns(kind: str) -> dict[str, Callable[[Recording, Weights, int | None
 
     def write_norm(rec: Recording, w: Weights, layer: int | None) -> Tensor:
         assert layer is not None
-        return _act(rec, kind, layer).abs() * w.latent_write(kind, layer).norm(dim=0)
+        return _act(rec, kind, layer).abs() * w.latent_write_norms(kind, layer)
 
     def act_times_grad(rec: Recording, w: Weights, layer: int | None) -> Tensor:
         return _act(rec, kind, layer) * _grad(rec, kind, layer)
 
     def direct(rec: Recording, w: Weights, layer: int | None) -> Tensor:
         assert layer is not None
-        return _act(rec, kind, layer) * (_final_grad(rec, w) @ w.latent_write(kind, layer))
+        return _act(rec, kind, layer) * _project_on_final_grad(rec, w, w.latent_write(kind, layer))
 
     return {"latent": act, "write_norm": write_norm, "act_times_grad": act_times_grad, "direct": direct}
 
