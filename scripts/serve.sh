@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/viewer_setup.sh --no-browser --build || echo "note: viewer not built; serving the API only" >&2
 exec .venv/bin/python -m neuron_explainer.activation_server "$@"

@@ -6,3 +6,4 @@ bash scripts/setup.sh
 echo "== ruff"; .venv/bin/ruff check neuron_explainer tests benchmarks
 echo "== mypy"; .venv/bin/mypy neuron_explainer
 echo "== pytest"; .venv/bin/python -m pytest -q "$@"
+echo "== viewer"; bash scripts/viewer_test.sh

@@ -13,6 +13,7 @@ import logging
 import re
 import sys
 import threading
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -27,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from neuron_explainer.activation_server import schemas as S
 from neuron_explainer.activation_server.errors import NotFound, RequestError, ServiceUnavailable
 from neuron_explainer.activation_server.processing import Debugger
+from neuron_explainer.activation_server.static import DEFAULT_DIST, mount_viewer
 
 log = logging.getLogger("neuron_explainer.activation_server")
 T = TypeVar("T")
@@ -257,6 +259,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--no-model", action="store_true", help="serve the schema and read routes only")
+    p.add_argument("--viewer-dist", type=Path, help="built neuron viewer (default: neuron_viewer/dist)")
     return p.parse_args(argv)
 
 
@@ -271,4 +274,6 @@ def main(argv: list[str] | None = None) -> None:
             # one line saying what is wrong and what to do (the loaders' errors already do)
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
-    uvicorn.run(create_app(debugger), host=args.host, port=args.port, log_level="info")
+    app = create_app(debugger)
+    mount_viewer(app, args.viewer_dist or DEFAULT_DIST)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")

@@ -1,0 +1,91 @@
+// Starts the activation server (with the built viewer) on a free port for the e2e tests, and
+// stops it afterwards. Its log goes to test-artifacts/e2e-server.log.
+import { spawn, execFileSync, type ChildProcess } from "node:child_process";
+import { createWriteStream, existsSync, mkdirSync } from "node:fs";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import type { TestProject } from "vitest/node";
+import { datasetName } from "../src/state/nodes";
+import { ARTIFACTS_DIR, AUTOENCODERS, EXTRA_SERVER_ARGS, MODEL_NAME, MODEL_PATH, PYTHON, REPO_DIR, VIEWER_DIR } from "./config";
+
+declare module "vitest" {
+  export interface ProvidedContext {
+    baseUrl: string;
+    /** The dataset name in the viewer's URLs: `<model>` or `<model>_<mlp ae>_<attn ae>`. */
+    modelName: string;
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      server.close(() => resolvePort(port));
+    });
+  });
+}
+
+async function waitUntilUp(baseUrl: string, server: ChildProcess, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (server.exitCode !== null) throw new Error(`the server exited with ${server.exitCode}: see ${ARTIFACTS_DIR}/e2e-server.log`);
+    try {
+      const r = await fetch(`${baseUrl}/model_info`, { method: "POST" });
+      if (r.ok) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  throw new Error(`the server did not answer /model_info within ${timeoutMs / 1000} s`);
+}
+
+function stop(server: ChildProcess): Promise<void> {
+  return new Promise((resolveStop) => {
+    if (server.exitCode !== null || server.signalCode !== null) return resolveStop();
+    const force = setTimeout(() => server.kill("SIGKILL"), 5000);
+    server.once("exit", () => {
+      clearTimeout(force);
+      resolveStop();
+    });
+    server.kill("SIGTERM");
+  });
+}
+
+export default async function setup(project: TestProject) {
+  mkdirSync(ARTIFACTS_DIR, { recursive: true });
+  const dist = join(VIEWER_DIR, "dist");
+  if (!existsSync(join(dist, "index.html"))) throw new Error("no viewer build: run `npm run build` first");
+  const modelPath = MODEL_PATH ?? join(ARTIFACTS_DIR, "e2e-model");
+  if (!MODEL_PATH) execFileSync(PYTHON, [join(VIEWER_DIR, "e2e/make_test_model.py"), modelPath], { cwd: REPO_DIR, stdio: "inherit" });
+
+  const port = await freePort();
+  const baseUrl = `http://127.0.0.1:${port}`;
+  const log = createWriteStream(join(ARTIFACTS_DIR, "e2e-server.log"));
+  const args = [join(VIEWER_DIR, "e2e/serve.py"), "--model-path", modelPath, "--model-name", MODEL_NAME, "--port", String(port), "--device", "cpu", "--viewer-dist", dist];
+  if (AUTOENCODERS) {
+    const aes = join(modelPath, "autoencoders");
+    args.push("--mlp-autoencoder", join(aes, "ae-mlp"), "--attention-autoencoder", join(aes, "ae-attn"));
+  }
+  args.push(...EXTRA_SERVER_ARGS);
+  const server = spawn(PYTHON, args, { cwd: REPO_DIR, stdio: ["ignore", "pipe", "pipe"] });
+  server.stdout?.pipe(log);
+  server.stderr?.pipe(log);
+  try {
+    await waitUntilUp(baseUrl, server, 150_000);
+  } catch (error) {
+    await stop(server);
+    throw error;
+  }
+  project.provide("baseUrl", baseUrl);
+  const info = (await (await fetch(`${baseUrl}/model_info`, { method: "POST" })).json()) as Parameters<typeof datasetName>[0];
+  project.provide("modelName", datasetName(info));
+  return async () => {
+    await stop(server);
+    log.end();
+  };
+}

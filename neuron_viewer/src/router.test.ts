@@ -1,0 +1,24 @@
+import { describe, expect, it } from "vitest";
+import { debuggerPath, matchRoute, nodePagePath } from "./router";
+
+describe("matchRoute", () => {
+  it("finds the three pages", () => {
+    expect(matchRoute("/")).toEqual({ page: "welcome" });
+    expect(matchRoute("/gpt2-small/tdb")).toEqual({ page: "debugger", model: "gpt2-small" });
+    expect(matchRoute("/gpt2-small/tdb_alpha/")).toEqual({ page: "debugger", model: "gpt2-small" });
+    expect(matchRoute("/gpt2-small/mlp_neuron/5/131")).toEqual({ page: "node", model: "gpt2-small", nodeType: "mlp_neuron", layer: 5, index: 131 });
+    expect(matchRoute("/m_ae1_ae2/attention_autoencoder_latent/0/7")).toMatchObject({ page: "node", nodeType: "attention_autoencoder_latent" });
+  });
+
+  it("says not found for anything else", () => {
+    for (const path of ["/x", "/m/tdb/extra", "/m/bogus_type/1/2", "/m/mlp_neuron/-1/2", "/m/mlp_neuron/1/2.5", "/m/mlp_neuron/1"]) {
+      expect(matchRoute(path).page).toBe("notFound");
+    }
+  });
+
+  it("round-trips with the path builders, model names escaped", () => {
+    expect(matchRoute(debuggerPath("my model"))).toEqual({ page: "debugger", model: "my model" });
+    expect(nodePagePath("m", "attention_head", 1, 2, "prompt=a")).toBe("/m/attention_head/1/2?prompt=a");
+    expect(debuggerPath("m", "?k=3")).toBe("/m/tdb?k=3");
+  });
+});

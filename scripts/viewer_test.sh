@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Checks the neuron viewer: type check, lint, unit tests (Vitest), the generated API client is
+# up to date with the server's schema, production build, and end-to-end tests: a real
+# activation server (small random model, or TDB_E2E_MODEL=FOLDER) serving the build, driven in
+# headless Chromium. Screenshots and the server's log go to test-artifacts/.
+#   bash scripts/viewer_test.sh            everything
+#   bash scripts/viewer_test.sh --no-e2e   all but the end-to-end tests (no browser needed)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+e2e=1
+[ "${1:-}" = "--no-e2e" ] && e2e=0
+bash scripts/setup.sh                      # the Python side: client check and e2e server
+if [ "$e2e" = 1 ]; then bash scripts/viewer_setup.sh; else bash scripts/viewer_setup.sh --no-browser; fi
+export PYTHON="$PWD/.venv/bin/python"
+cd neuron_viewer
+echo "== viewer: typecheck"; npm run --silent typecheck
+echo "== viewer: lint"; npm run --silent lint
+echo "== viewer: unit tests"; npm run --silent test
+echo "== viewer: generated client"; npm run --silent check-client
+echo "== viewer: build"; npm run --silent build -- --logLevel warn
+if [ "$e2e" = 1 ]; then
+  echo "== viewer: end-to-end (headless Chromium)"; npm run --silent e2e
+fi
