@@ -1,0 +1,1 @@
+"""The bundled offline demo model: training, autoencoders and evaluation (see train.py)."""
