@@ -756,7 +756,7 @@ def test_cors_on_errors(client: TestClient, no_model_client: TestClient) -> None
                 },
                 headers=headers,
             ),
-            503,
+            404,
         ),
         (no_model_client.post("/model_info", headers=headers), 503),
     ):
@@ -924,10 +924,10 @@ def test_bad_requests_then_good(client: TestClient, debugger_plain: Any) -> None
         },
     }
     assert_error(client.post("/multiple_top_k_derived_scalars", json=mtk), 400, "targetTokens")
-    # explainer and read routes without an LLM / datasets
+    # explainer and read routes with a dataset this server does not know
     node = {"dst": "mlp_post_act", "layerIndex": 0, "activationIndex": 1, "datasets": ["tiny-2l"]}
-    assert_error(client.post("/explain", json=node), 503, "LLM")
-    assert_error(client.post("/score", json={**node, "explanation": "x", "maxSequences": 2}), 503)
+    assert_error(client.post("/explain", json=node), 404, "tiny-2l")
+    assert_error(client.post("/score", json={**node, "explanation": "x", "maxSequences": 2}), 404)
     assert_error(client.post("/neuron_record", json=node), (404, 503))
     # the server still answers a good request, with the same result as before
     data = post_ok(client, "/batched_tdb", {"subRequests": [tdb_spec()]}, S.BatchedResponse)
@@ -976,7 +976,9 @@ def test_no_model_mode(no_model_client: TestClient) -> None:
         assert_error(r, 503, "model")
     schema = c.get("/openapi.json")
     assert schema.status_code == 200 and "/batched_tdb" in schema.json()["paths"]
-    assert post_ok(c, "/neuron_datasets_metadata", None, list[S.NeuronDatasetMetadata]) == []
+    # the published datasets are always registered
+    published = post_ok(c, "/neuron_datasets_metadata", None, list[S.NeuronDatasetMetadata])
+    assert {m["shortName"] for m in published} >= {"gpt2-small", "gpt2-xl"}
     assert c.get("/").status_code == 200
 
 

@@ -13,8 +13,8 @@ import logging
 import re
 import sys
 import threading
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -27,8 +27,17 @@ from starlette.concurrency import run_in_threadpool
 
 from neuron_explainer.activation_server import schemas as S
 from neuron_explainer.activation_server.errors import NotFound, RequestError, ServiceUnavailable
+from neuron_explainer.activation_server.explainer_routes import make_explainer_router
 from neuron_explainer.activation_server.processing import Debugger
+from neuron_explainer.activation_server.read_routes import (
+    load_record_from_datasets,
+    make_read_router,
+)
 from neuron_explainer.activation_server.static import DEFAULT_DIST, mount_viewer
+from neuron_explainer.activations.datasets import DatasetRegistry
+from neuron_explainer.activations.records import normalized_activations
+from neuron_explainer.explanations.llm import LLMClient, LLMConfig
+from neuron_explainer.explanations.simulator import SIMULATOR_CHOICES, SimulatorChoice
 
 log = logging.getLogger("neuron_explainer.activation_server")
 T = TypeVar("T")
@@ -48,8 +57,15 @@ def _error(status: int, message: str, **extra: Any) -> ORJSONResponse:
     return ORJSONResponse({"message": message, **extra}, status_code=status)
 
 
-def create_app(debugger: Debugger | None) -> FastAPI:
-    """The app; `debugger` None is the no-model mode (schema and read routes only)."""
+def create_app(
+    debugger: Debugger | None,
+    datasets: DatasetRegistry | None = None,
+    llm: LLMClient | None = None,
+    simulator: SimulatorChoice = "auto",
+    explanation_set: str | None = None,
+) -> FastAPI:
+    """The app. `debugger` None is the no-model mode (schema, read and explainer routes only);
+    `datasets` defaults to the published ones; `llm` None answers explanations from disk only."""
     app = FastAPI(
         title="Transformer Debugger activation server",
         generate_unique_id_function=S.operation_id,
@@ -61,6 +77,7 @@ def create_app(debugger: Debugger | None) -> FastAPI:
         allow_methods=["*"],
         allow_headers=["*"],
     )
+    registry = datasets if datasets is not None else DatasetRegistry.with_published()
     lock = threading.Lock()  # one model computation at a time (memory, and torch threads)
 
     def loaded() -> Debugger:
@@ -148,7 +165,17 @@ def create_app(debugger: Debugger | None) -> FastAPI:
     @app.post("/derived_scalars", tags=["inference"], response_model=S.DerivedScalarsResponse)
     async def derived_scalars(request: S.DerivedScalarsRequest) -> Any:
         spec = request.derived_scalars_request_spec
-        return await compute(lambda d: _single(d, request.inference_request_spec, spec, "derived_scalars_response_data"))
+        result = await compute(lambda d: _single(d, request.inference_request_spec, spec, "derived_scalars_response_data"))
+        node = spec.normalize_activations_using_neuron_record
+        if node is not None:
+            data = result["derivedScalarsResponseData"]
+            try:
+                _, record = await run_in_threadpool(load_record_from_datasets, registry, node)
+                data["normalizedActivations"] = normalized_activations(record, data["activations"])
+            except (NotFound, ServiceUnavailable) as exc:
+                # no record to normalise by: the raw activations are still useful
+                log.info("not normalising activations: %s", exc)
+        return result
 
     @app.post("/derived_attention_scalars", tags=["inference"], response_model=S.DerivedAttentionScalarsResponse)
     async def derived_attention_scalars(request: S.DerivedAttentionScalarsRequest) -> Any:
@@ -160,37 +187,10 @@ def create_app(debugger: Debugger | None) -> FastAPI:
         spec = request.multiple_top_k_derived_scalars_request_spec
         return await compute(lambda d: _single(d, request.inference_request_spec, spec, "multiple_top_k_derived_scalars_response_data"))
 
-    # ------------------------------------------ read and explainer (not yet built)
-
-    @app.post("/neuron_datasets_metadata", tags=["read"], response_model=list[S.NeuronDatasetMetadata])
-    async def neuron_datasets_metadata() -> Any:
-        return []  # no neuron datasets are registered with this server
-
-    def no_dataset(names: list[str]) -> ServiceUnavailable:
-        return ServiceUnavailable(
-            f"no neuron dataset is registered with this server (asked for {names}); "
-            "dataset records are not served yet"
-        )
-
-    @app.post("/neuron_record", tags=["read"], response_model=S.NeuronRecordResponse)
-    async def neuron_record(request: S.NodeIdAndDatasets) -> Any:
-        raise no_dataset(request.datasets)
-
-    @app.post("/attention_head_record", tags=["read"], response_model=S.AttentionHeadRecordResponse)
-    async def attention_head_record(request: S.NodeIdAndDatasets) -> Any:
-        raise no_dataset(request.datasets)
-
-    @app.post("/existing_explanations", tags=["read"], response_model=list[S.AttributedScoredExplanation])
-    async def existing_explanations(request: S.ExistingExplanationsRequest) -> Any:
-        raise no_dataset(request.explanation_datasets or [request.neuron_dataset or ""])
-
-    @app.post("/explain", tags=["explainer"], response_model=S.ExplanationResult)
-    async def explain(request: S.NodeIdAndDatasets) -> Any:
-        raise ServiceUnavailable("no explainer LLM endpoint is configured on this server")
-
-    @app.post("/score", tags=["explainer"], response_model=S.ScoreResult)
-    async def score(request: S.ScoreRequest) -> Any:
-        raise ServiceUnavailable("no explainer LLM endpoint is configured on this server")
+    # ------------------------------------------------------ read and explainer
+    app.state.datasets = registry
+    app.include_router(make_read_router(registry))
+    app.include_router(make_explainer_router(llm, registry, simulator=simulator, explanation_set=explanation_set))
 
     return app
 
@@ -259,6 +259,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--no-model", action="store_true", help="serve the schema and read routes only")
+    p.add_argument("--dataset", action="append", default=[], metavar="NAME=FOLDER",
+                   help="a local neuron-record folder (built by neuron_explainer.collate), repeatable; "
+                   "name it after the model name the viewer's URLs use")
+    p.add_argument("--llm-base-url", help="OpenAI-compatible endpoint for explanations (default: $OPENAI_BASE_URL)")
+    p.add_argument("--explainer-model", help="model name at that endpoint")
+    p.add_argument("--llm-api-key", help="API key (prefer the OPENAI_API_KEY environment variable)")
+    p.add_argument("--llm-max-concurrent", type=int, default=8)
+    p.add_argument("--simulator", default="auto", choices=SIMULATOR_CHOICES)
+    p.add_argument("--explanation-set", help="name under which new explanations and scores are stored")
+    p.add_argument("--no-llm-cache", action="store_true", help="do not cache LLM answers on disk")
     p.add_argument("--viewer-dist", type=Path, help="built neuron viewer (default: neuron_viewer/dist)")
     return p.parse_args(argv)
 
@@ -274,6 +284,20 @@ def main(argv: list[str] | None = None) -> None:
             # one line saying what is wrong and what to do (the loaders' errors already do)
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
-    app = create_app(debugger)
+    try:
+        registry = DatasetRegistry.with_published()
+        for item in args.dataset:
+            name, _, folder = item.partition("=")
+            registry.register_local_dataset(name, folder)
+    except ValueError as exc:
+        print(f"error: --dataset: {exc}", file=sys.stderr)
+        sys.exit(2)
+    cfg = LLMConfig.resolve(
+        base_url=args.llm_base_url, model=args.explainer_model, api_key=args.llm_api_key,
+        cache=not args.no_llm_cache, max_concurrent=args.llm_max_concurrent,
+    )
+    llm = LLMClient(cfg) if cfg else None
+    log.info("explanations: %s", llm.describe() if llm else "no LLM endpoint (stored explanations only)")
+    app = create_app(debugger, registry, llm, args.simulator, args.explanation_set)
     mount_viewer(app, args.viewer_dist or DEFAULT_DIST)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")

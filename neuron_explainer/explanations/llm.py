@@ -1,0 +1,371 @@
+"""A small async client for OpenAI-compatible LLM endpoints (chat and legacy completions).
+
+Works against OpenAI itself and against local servers that speak the same API (vLLM,
+llama.cpp's server, Ollama's /v1). Configuration, in order of precedence:
+
+- base URL: the `base_url` argument (e.g. `--llm-base-url`), else `$OPENAI_BASE_URL`, else
+  OpenAI's own `https://api.openai.com/v1` when an API key is set, else nothing is configured;
+- API key: the `api_key` argument, else `$OPENAI_API_KEY`; optional for local servers;
+- model: the `model` argument (e.g. `--explainer-model`), else `$NEURON_EXPLAINER_LLM_MODEL`,
+  else `gpt-4o` on OpenAI, else the first model the server lists at `GET /models`.
+
+Behaviour:
+
+- at most `max_concurrent` requests are in flight at once (per event loop);
+- 429, 5xx, timeouts and connection errors are retried with jittered exponential backoff
+  (honouring `Retry-After`); any other 4xx fails at once with `LLMRequestError`;
+- successful responses are cached on disk, keyed by endpoint and request body (never by key),
+  so that repeating a request costs nothing;
+- the API key is never logged, never put in an exception message and never returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import json
+import logging
+import os
+import random
+import ssl
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from neuron_explainer.file_utils import atomic_write_bytes, cache_dir
+
+log = logging.getLogger(__name__)
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_OPENAI_MODEL = "gpt-4o"
+MODEL_ENV_VAR = "NEURON_EXPLAINER_LLM_MODEL"
+RETRYABLE_STATUS = frozenset({429}) | frozenset(range(500, 600))
+
+__all__ = [
+    "LLMClient",
+    "LLMConfig",
+    "LLMError",
+    "LLMNotConfigured",
+    "LLMRequestError",
+    "chat_text",
+]
+
+
+class LLMError(RuntimeError):
+    """An LLM request failed (after retries where retrying made sense)."""
+
+
+class LLMRequestError(LLMError):
+    """The endpoint rejected the request itself (a 4xx other than 429): not retried."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(f"LLM endpoint answered HTTP {status}: {message}")
+
+
+class LLMNotConfigured(LLMError):
+    """No LLM endpoint is configured (no base URL and no API key)."""
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """Where and how to reach the LLM. `api_key` is kept out of repr()."""
+
+    base_url: str
+    model: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    max_concurrent: int = 8
+    timeout_s: float = 120.0
+    max_retries: int = 6
+    initial_backoff_s: float = 1.0
+    max_backoff_s: float = 30.0
+    jitter: float = 0.25
+    # None: no on-disk response cache.
+    cache_dir: Path | None = None
+
+    @classmethod
+    def resolve(
+        cls,
+        *,
+        base_url: str | None = None,
+        model: str | None = None,
+        api_key: str | None = None,
+        env: Mapping[str, str] | None = None,
+        cache: bool | Path = True,
+        **kwargs: Any,
+    ) -> LLMConfig | None:
+        """The configuration from arguments, else the environment; None if nothing is set.
+
+        `cache`: True for the default folder (`<download cache>/llm_responses`), a path for
+        another folder, False for no cache.
+        """
+        env = os.environ if env is None else env
+        api_key = api_key or env.get("OPENAI_API_KEY") or None
+        base_url = base_url or env.get("OPENAI_BASE_URL") or None
+        if base_url is None:
+            if api_key is None:
+                return None
+            base_url = OPENAI_BASE_URL
+        base_url = base_url.rstrip("/")
+        model = model or env.get(MODEL_ENV_VAR) or None
+        if model is None and base_url.startswith("https://api.openai.com"):
+            model = DEFAULT_OPENAI_MODEL
+        if cache is True:
+            cache_folder: Path | None = cache_dir() / "llm_responses"
+        elif cache is False:
+            cache_folder = None
+        else:
+            cache_folder = Path(cache)
+        return cls(
+            base_url=base_url, model=model, api_key=api_key, cache_dir=cache_folder, **kwargs
+        )
+
+
+def chat_text(response: Mapping[str, Any], choice: int = 0) -> str:
+    """The text of one choice of a chat-completions response ('' when absent)."""
+    try:
+        content = response["choices"][choice]["message"].get("content")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return ""
+    return content if isinstance(content, str) else ""
+
+
+class LLMClient:
+    """Async client for one endpoint and model; safe to share between tasks and requests."""
+
+    def __init__(self, config: LLMConfig) -> None:
+        self.config = config
+        self._model: str | None = config.model
+        self._semaphores: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, asyncio.Semaphore
+        ] = weakref.WeakKeyDictionary()
+        self._model_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+        # What the endpoint was found to support (e.g. "prompt_logprobs"), asked once.
+        self.capabilities: dict[str, bool] = {}
+        # Counters, for tests and progress reports.
+        self.requests_sent = 0
+        self.cache_hits = 0
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> LLMClient | None:
+        """A client for `LLMConfig.resolve(**kwargs)`, or None when nothing is configured."""
+        config = LLMConfig.resolve(**kwargs)
+        return None if config is None else cls(config)
+
+    def __repr__(self) -> str:
+        return f"LLMClient({self.describe()})"
+
+    def describe(self) -> str:
+        """'model at base_url' (never the key)."""
+        return f"{self._model or '<first listed model>'} at {self.config.base_url}"
+
+    @property
+    def model(self) -> str | None:
+        """The model name, once known (see the module docstring)."""
+        return self._model
+
+    # ------------------------------------------------------------------ public API
+
+    async def resolve_model(self) -> str:
+        """The model name, asking the server (`GET /models`) if none was configured."""
+        return await self._resolve_model()
+
+    async def chat(self, messages: list[dict[str, str]], **params: Any) -> dict[str, Any]:
+        """POST /chat/completions with `messages` and extra body fields `params`."""
+        return await self.request("chat/completions", {"messages": messages, **params})
+
+    async def complete(self, prompt: str, **params: Any) -> dict[str, Any]:
+        """POST /completions (the legacy endpoint, which can echo prompt logprobs)."""
+        return await self.request("completions", {"prompt": prompt, **params})
+
+    async def request(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST `body` (plus the model) to `<base_url>/<path>`; cached, limited and retried."""
+        body = {"model": await self._resolve_model(), **body}
+        key = self._cache_key(path, body)
+        cached = self._cache_read(key)
+        if cached is not None:
+            self.cache_hits += 1
+            return cached
+        response = await self._post_with_retries(path, body)
+        self._cache_write(key, response)
+        return response
+
+    # ------------------------------------------------------------------ internals
+
+    def _http_client(self) -> httpx.AsyncClient:
+        # A client per request: it cannot outlive its event loop (the routes, the batch command
+        # and tests each run their own), and with the SSL context shared it costs ~10 ms.
+        return httpx.AsyncClient(timeout=self.config.timeout_s, verify=_ssl_context())
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        sem = self._semaphores.get(loop)
+        if sem is None:
+            sem = asyncio.Semaphore(max(1, self.config.max_concurrent))
+            self._semaphores[loop] = sem
+        return sem
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.config.api_key:
+            headers["Authorization"] = f"Bearer {self.config.api_key}"
+        return headers
+
+    def _redact(self, text: str) -> str:
+        key = self.config.api_key
+        if key:
+            text = text.replace(key, "***")
+        return text
+
+    def _url(self, path: str) -> str:
+        return f"{self.config.base_url}/{path.lstrip('/')}"
+
+    async def _resolve_model(self) -> str:
+        if self._model is not None:
+            return self._model
+        loop = asyncio.get_running_loop()
+        lock = self._model_locks.setdefault(loop, asyncio.Lock())
+        async with lock:
+            if self._model is None:
+                self._model = await self._first_listed_model()
+                log.info(
+                    "LLM: using model %s (first listed at %s)", self._model, self._url("models")
+                )
+        return self._model
+
+    async def _first_listed_model(self) -> str:
+        url = self._url("models")
+        try:
+            async with self._http_client() as http:
+                response = await http.get(url, headers=self._headers())
+            response.raise_for_status()
+            return str(response.json()["data"][0]["id"])
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
+            raise LLMError(
+                self._redact(
+                    f"no model given and none could be listed at {url} "
+                    f"({type(exc).__name__}: {exc}); pass the model name "
+                    f"(e.g. --explainer-model) or set ${MODEL_ENV_VAR}"
+                )
+            ) from None
+
+    async def _post_with_retries(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        cfg = self.config
+        url = self._url(path)
+        delay = cfg.initial_backoff_s
+        attempts = cfg.max_retries + 1
+        for attempt in range(attempts):
+            retry_after: float | None = None
+            try:
+                async with self._semaphore():
+                    self.requests_sent += 1
+                    async with self._http_client() as http:
+                        response = await http.post(url, json=body, headers=self._headers())
+            except httpx.TimeoutException as exc:
+                reason = f"timed out ({type(exc).__name__})"
+            except httpx.TransportError as exc:
+                reason = f"connection error ({type(exc).__name__}: {exc})"
+            else:
+                status = response.status_code
+                if status == 200:
+                    try:
+                        data = response.json()
+                    except ValueError:
+                        reason = "HTTP 200 with a body that is not JSON"
+                    else:
+                        if isinstance(data, dict):
+                            return data
+                        reason = "HTTP 200 with a body that is not a JSON object"
+                elif status in RETRYABLE_STATUS:
+                    reason = f"HTTP {status}: {self._error_message(response)}"
+                    retry_after = _retry_after_seconds(response)
+                else:
+                    raise LLMRequestError(status, self._error_message(response)) from None
+            reason = self._redact(reason)
+            if attempt == attempts - 1:
+                raise LLMError(f"LLM request to {url} failed after {attempts} attempts: {reason}")
+            wait = random.uniform(delay * (1 - cfg.jitter), delay * (1 + cfg.jitter))
+            if retry_after is not None:
+                wait = max(wait, min(retry_after, cfg.max_backoff_s))
+            log.warning(
+                "LLM request to %s: %s; retry %d/%d in %.2fs",
+                url,
+                reason,
+                attempt + 1,
+                attempts - 1,
+                wait,
+            )
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, cfg.max_backoff_s)
+        raise AssertionError("unreachable")
+
+    def _error_message(self, response: httpx.Response) -> str:
+        message = None
+        try:
+            data = response.json()
+            error = data.get("error") if isinstance(data, dict) else None
+            if isinstance(error, dict):
+                message = error.get("message")
+            elif isinstance(error, str):
+                message = error
+            elif isinstance(data, dict):
+                message = data.get("message") or data.get("detail")
+        except ValueError:
+            pass
+        if not message:
+            message = response.text[:300] or response.reason_phrase
+        return self._redact(" ".join(str(message).split()))
+
+    def _cache_key(self, path: str, body: dict[str, Any]) -> str:
+        blob = json.dumps(
+            {"base_url": self.config.base_url, "path": path.strip("/"), "body": body},
+            sort_keys=True,
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def _cache_file(self, key: str) -> Path | None:
+        root = self.config.cache_dir
+        return None if root is None else root / key[:2] / f"{key}.json"
+
+    def _cache_read(self, key: str) -> dict[str, Any] | None:
+        path = self._cache_file(key)
+        if path is None or not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            return None  # unreadable entries are simply recomputed (and overwritten)
+        return data if isinstance(data, dict) else None
+
+    def _cache_write(self, key: str, response: dict[str, Any]) -> None:
+        path = self._cache_file(key)
+        if path is None:
+            return
+        try:
+            atomic_write_bytes(path, json.dumps(response, ensure_ascii=False).encode("utf-8"))
+        except OSError as exc:
+            log.warning("could not write the LLM response cache at %s: %s", path, exc)
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    # Building one takes ~0.1 s (it loads the CA bundle): once per process.
+    return httpx.create_ssl_context()
+
+
+def _retry_after_seconds(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

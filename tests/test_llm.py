@@ -1,0 +1,397 @@
+"""Tests for the LLM client (`neuron_explainer.explanations.llm`) against a real local HTTP
+server that speaks the chat-completions API (`FakeLLMServer`, also used by
+test_explanations.py): configuration, retries (429 / 5xx / timeouts / dropped connections
+retried, other 4xx not), the concurrency limit, the on-disk cache, and the key never leaking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from neuron_explainer.explanations.llm import (
+    LLMClient,
+    LLMConfig,
+    LLMError,
+    LLMRequestError,
+    chat_text,
+)
+
+KEY = "sk-test-SECRET-1234567890"
+
+# --------------------------------------------------------------------- the fake server
+
+Reply = tuple[int, Any] | tuple[int, Any, dict[str, str]]
+# A scripted reply: (status, JSON body[, headers]); "drop" closes the connection unanswered;
+# ("sleep", seconds) answers normally after a delay.
+Scripted = Reply | str | tuple[str, float]
+
+
+def chat_response(*contents: str, logprobs: list[Any] | None = None) -> dict[str, Any]:
+    """A chat-completions response with one choice per content."""
+    choices = []
+    for i, content in enumerate(contents):
+        choice: dict[str, Any] = {
+            "index": i,
+            "message": {"role": "assistant", "content": content},
+            "finish_reason": "stop",
+        }
+        if logprobs is not None:
+            choice["logprobs"] = {"content": logprobs}
+        choices.append(choice)
+    return {"id": "chatcmpl-test", "object": "chat.completion", "choices": choices}
+
+
+class FakeLLMServer:
+    """A real HTTP server on 127.0.0.1 answering `POST /v1/chat/completions` and
+    `POST /v1/completions` from `responder(path, body) -> (status, body)`, or first from
+    `script` (a list consumed in order: see `Scripted`). `GET /v1/models` lists `model_ids`.
+
+    Records every request (`requests`: (path, body, headers)) and the most requests ever in
+    flight at once (`max_in_flight`); `delay_s` delays every answer.
+    """
+
+    def __init__(self, responder: Callable[[str, dict[str, Any]], Reply] | None = None) -> None:
+        self.responder = responder or (lambda path, body: (200, chat_response("ok")))
+        self.script: list[Scripted] = []
+        self.requests: list[tuple[str, dict[str, Any], dict[str, str]]] = []
+        self.model_ids = ["fake-model"]
+        self.delay_s = 0.0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def setup(self) -> None:
+                super().setup()
+                # Headers and body go out in separate writes: without this, Nagle's algorithm
+                # and delayed ACKs add ~40 ms to every answer.
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+            def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/").endswith("/models"):
+                    self._send(200, {"data": [{"id": m} for m in owner.model_ids]})
+                else:
+                    self._send(404, {"error": {"message": "not found"}})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                path = self.path.split("/v1/", 1)[-1]
+                with owner._lock:
+                    owner.requests.append((path, body, dict(self.headers)))
+                    scripted = owner.script.pop(0) if owner.script else None
+                    owner.in_flight += 1
+                    owner.max_in_flight = max(owner.max_in_flight, owner.in_flight)
+                try:
+                    if owner.delay_s:
+                        time.sleep(owner.delay_s)
+                    if scripted == "drop":
+                        self.close_connection = True
+                        self.connection.shutdown(2)  # no answer at all
+                        return
+                    if isinstance(scripted, tuple) and scripted[0] == "sleep":
+                        time.sleep(float(scripted[1]))
+                        scripted = None
+                    reply: Any = scripted if scripted is not None else owner.responder(path, body)
+                    self._send(*reply)
+                finally:
+                    with owner._lock:
+                        owner.in_flight -= 1
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self._server.server_port}/v1"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    def count(self, path: str | None = None) -> int:
+        return sum(1 for p, _, _ in self.requests if path is None or p == path)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+@pytest.fixture
+def llm_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLLMServer]:
+    for var in ("NO_PROXY", "no_proxy"):
+        monkeypatch.setenv(var, "127.0.0.1,localhost")
+    server = FakeLLMServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def make_client(server: FakeLLMServer, tmp_path: Path | None = None, **kwargs: Any) -> LLMClient:
+    """A client for `server` with fast backoff; cached under tmp_path when given."""
+    options: dict[str, Any] = {
+        "model": "fake-model",
+        "api_key": KEY,
+        "initial_backoff_s": 0.01,
+        "max_backoff_s": 0.05,
+        "timeout_s": 5.0,
+        "max_retries": 4,
+    }
+    options.update(kwargs)
+    config = LLMConfig.resolve(
+        base_url=server.base_url,
+        cache=tmp_path / "llm_cache" if tmp_path else False,
+        env={},
+        **options,
+    )
+    assert config is not None
+    return LLMClient(config)
+
+
+MESSAGES = [{"role": "user", "content": "hello"}]
+
+# --------------------------------------------------------------------------- config
+
+
+def test_resolve_from_flags_and_environment(tmp_path: Path) -> None:
+    assert LLMConfig.resolve(env={}) is None  # nothing configured
+    env = {"OPENAI_API_KEY": KEY}
+    config = LLMConfig.resolve(env=env, cache=False)
+    assert config is not None
+    assert (config.base_url, config.model, config.api_key) == (
+        "https://api.openai.com/v1",
+        "gpt-4o",
+        KEY,
+    )
+    env = {"OPENAI_BASE_URL": "http://localhost:11434/v1/", "NEURON_EXPLAINER_LLM_MODEL": "llama3"}
+    config = LLMConfig.resolve(env=env, cache=tmp_path)
+    assert config is not None
+    assert (config.base_url, config.model, config.api_key, config.cache_dir) == (
+        "http://localhost:11434/v1",
+        "llama3",
+        None,
+        tmp_path,
+    )
+    # OpenAI itself named by URL: its default model, not the first it lists
+    config = LLMConfig.resolve(
+        env={"OPENAI_BASE_URL": "https://api.openai.com/v1", "OPENAI_API_KEY": KEY}
+    )
+    assert config is not None and config.model == "gpt-4o"
+    # flags win over the environment
+    config = LLMConfig.resolve(
+        base_url="http://h:1/v1", model="m", api_key="k2", env={**env, "OPENAI_API_KEY": KEY}
+    )
+    assert config is not None
+    assert (config.base_url, config.model, config.api_key) == ("http://h:1/v1", "m", "k2")
+    # the key never shows in repr / describe
+    client = LLMClient(LLMConfig.resolve(api_key=KEY, env={}, cache=False))  # type: ignore[arg-type]
+    assert (
+        KEY not in repr(client) and KEY not in repr(client.config) and KEY not in client.describe()
+    )
+
+
+def test_chat_request_shape(llm_server: FakeLLMServer) -> None:
+    llm_server.responder = lambda path, body: (200, chat_response("an answer"))
+    client = make_client(llm_server)
+    response = asyncio.run(client.chat(MESSAGES, temperature=0, max_tokens=5))
+    assert chat_text(response) == "an answer"
+    path, body, headers = llm_server.requests[0]
+    assert path == "chat/completions"
+    assert body == {"model": "fake-model", "messages": MESSAGES, "temperature": 0, "max_tokens": 5}
+    assert headers["Authorization"] == f"Bearer {KEY}"
+
+
+def test_no_key_sends_no_authorization(llm_server: FakeLLMServer) -> None:
+    client = make_client(llm_server, api_key=None)
+    asyncio.run(client.chat(MESSAGES))
+    assert "Authorization" not in llm_server.requests[0][2]
+
+
+def test_model_defaults_to_first_listed(llm_server: FakeLLMServer) -> None:
+    llm_server.model_ids = ["local-llama", "other"]
+    client = make_client(llm_server, model=None)
+    asyncio.run(client.chat(MESSAGES))
+    assert llm_server.requests[0][1]["model"] == "local-llama"
+    assert client.model == "local-llama"
+
+
+# --------------------------------------------------------------------------- retries
+
+
+def test_429_and_500_are_retried(
+    llm_server: FakeLLMServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    llm_server.script = [
+        (429, {"error": {"message": "slow down"}}, {"Retry-After": "0"}),
+        (500, {"error": {"message": "boom"}}),
+        (503, "unavailable"),
+    ]
+    llm_server.responder = lambda path, body: (200, chat_response("finally"))
+    client = make_client(llm_server)
+    with caplog.at_level(logging.DEBUG):
+        response = asyncio.run(client.chat(MESSAGES))
+    assert chat_text(response) == "finally"
+    assert llm_server.count() == 4
+    assert "HTTP 429" in caplog.text and "HTTP 500" in caplog.text
+    assert KEY not in caplog.text
+
+
+def test_400_is_not_retried_and_key_is_redacted(llm_server: FakeLLMServer) -> None:
+    # A server that (badly) echoes the key in its error must not make us leak it.
+    llm_server.script = [(400, {"error": {"message": f"bad request for key {KEY}"}})]
+    client = make_client(llm_server)
+    with pytest.raises(LLMRequestError) as info:
+        asyncio.run(client.chat(MESSAGES))
+    assert info.value.status == 400
+    assert "bad request" in str(info.value) and KEY not in str(info.value)
+    assert llm_server.count() == 1
+
+
+@pytest.mark.parametrize("status", [401, 403, 404, 422])
+def test_other_4xx_are_not_retried(llm_server: FakeLLMServer, status: int) -> None:
+    llm_server.script = [(status, {"error": {"message": "no"}})]
+    with pytest.raises(LLMRequestError):
+        asyncio.run(make_client(llm_server).chat(MESSAGES))
+    assert llm_server.count() == 1
+
+
+def test_gives_up_after_max_retries(llm_server: FakeLLMServer) -> None:
+    llm_server.responder = lambda path, body: (502, {"error": {"message": "bad gateway"}})
+    with pytest.raises(LLMError, match=r"after 3 attempts.*HTTP 502"):
+        asyncio.run(make_client(llm_server, max_retries=2).chat(MESSAGES))
+    assert llm_server.count() == 3
+
+
+def test_dropped_connection_and_timeout_are_retried(llm_server: FakeLLMServer) -> None:
+    llm_server.script = ["drop", ("sleep", 1.0)]
+    llm_server.responder = lambda path, body: (200, chat_response("ok"))
+    client = make_client(llm_server, timeout_s=0.3)
+    assert chat_text(asyncio.run(client.chat(MESSAGES))) == "ok"
+    assert llm_server.count() == 3
+
+
+def test_backoff_grows_with_jitter(
+    llm_server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def record_sleep(seconds: float) -> None:
+        waits.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr("neuron_explainer.explanations.llm.asyncio.sleep", record_sleep)
+    llm_server.script = [(500, {})] * 4
+    client = make_client(llm_server, initial_backoff_s=1.0, max_backoff_s=4.0, jitter=0.25)
+    asyncio.run(client.chat(MESSAGES))
+    assert len(waits) == 4
+    for wait, base in zip(waits, [1.0, 2.0, 4.0, 4.0], strict=True):
+        assert base * 0.75 <= wait <= base * 1.25
+
+
+def test_concurrency_limit(llm_server: FakeLLMServer) -> None:
+    llm_server.delay_s = 0.05
+    client = make_client(llm_server, max_concurrent=2)
+
+    async def many() -> None:
+        await asyncio.gather(
+            *(client.chat([{"role": "user", "content": str(i)}]) for i in range(8))
+        )
+
+    asyncio.run(many())
+    assert llm_server.count() == 8
+    assert llm_server.max_in_flight == 2
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+def test_cache_prevents_a_second_call(llm_server: FakeLLMServer, tmp_path: Path) -> None:
+    client = make_client(llm_server, tmp_path)
+    first = asyncio.run(client.chat(MESSAGES, temperature=0))
+    second = asyncio.run(client.chat(MESSAGES, temperature=0))
+    assert first == second and llm_server.count() == 1 and client.cache_hits == 1
+    # a new client (another process) reads the same files
+    again = make_client(llm_server, tmp_path)
+    assert asyncio.run(again.chat(MESSAGES, temperature=0)) == first
+    assert llm_server.count() == 1
+    # a different request is not a hit; neither is another model
+    asyncio.run(client.chat(MESSAGES, temperature=1))
+    asyncio.run(make_client(llm_server, tmp_path, model="other").chat(MESSAGES, temperature=0))
+    assert llm_server.count() == 3
+    # the key is in no cached file
+    files = list((tmp_path / "llm_cache").rglob("*.json"))
+    assert len(files) == 3
+    assert all(KEY not in f.read_text() for f in files)
+
+
+def test_errors_are_not_cached(llm_server: FakeLLMServer, tmp_path: Path) -> None:
+    llm_server.script = [(400, {"error": {"message": "no"}})]
+    client = make_client(llm_server, tmp_path)
+    with pytest.raises(LLMRequestError):
+        asyncio.run(client.chat(MESSAGES))
+    asyncio.run(client.chat(MESSAGES))
+    assert llm_server.count() == 2
+
+
+def test_cache_disabled(llm_server: FakeLLMServer) -> None:
+    client = make_client(llm_server)
+    asyncio.run(client.chat(MESSAGES))
+    asyncio.run(client.chat(MESSAGES))
+    assert llm_server.count() == 2
+
+
+def test_completions_endpoint(llm_server: FakeLLMServer) -> None:
+    llm_server.responder = lambda path, body: (200, {"choices": [{"text": path}]})
+    response = asyncio.run(make_client(llm_server).complete("abc", max_tokens=1, echo=True))
+    assert response["choices"][0]["text"] == "completions"
+    assert llm_server.requests[0][1] == {
+        "model": "fake-model",
+        "prompt": "abc",
+        "max_tokens": 1,
+        "echo": True,
+    }
+
+
+def test_unreachable_endpoint_fails_with_a_clear_message() -> None:
+    config = LLMConfig.resolve(
+        base_url="http://127.0.0.1:9/v1",
+        model="m",
+        env={},
+        cache=False,
+        max_retries=1,
+        initial_backoff_s=0.01,
+        timeout_s=2.0,
+    )
+    assert config is not None
+    with pytest.raises(
+        LLMError, match=re.escape("127.0.0.1:9/v1/chat/completions failed after 2 attempts")
+    ):
+        asyncio.run(LLMClient(config).chat(MESSAGES))
