@@ -25,6 +25,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from neuron_explainer import demo
 from neuron_explainer.activation_server import schemas as S
 from neuron_explainer.activation_server.errors import NotFound, RequestError, ServiceUnavailable
 from neuron_explainer.activation_server.explainer_routes import make_explainer_router
@@ -249,11 +250,15 @@ def build_debugger(args: argparse.Namespace) -> Debugger:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Transformer Debugger activation server")
-    p.add_argument("--model", default="gpt2-small", help="registry name (gpt2-small, ...) or a model folder / URL")
+    p.add_argument("--model", default="demo",
+                   help="registry name (demo: the bundled offline model; gpt2-small, ...) or a model folder / URL")
     p.add_argument("--model-path", help="a local model folder (OpenAI, Hugging Face or our layout); overrides --model")
     p.add_argument("--model-name", help="name reported by /model_info (default: --model)")
-    p.add_argument("--mlp-autoencoder", help="autoencoder set name (e.g. ae-mlp-post-act-v4) or folder")
-    p.add_argument("--attention-autoencoder", help="autoencoder set name (e.g. ae-resid-delta-attn-v4) or folder")
+    p.add_argument("--mlp-autoencoder", help="autoencoder set name (e.g. ae-mlp-post-act-v4) or folder "
+                   "(default for the demo model: demo-mlp)")
+    p.add_argument("--attention-autoencoder", help="autoencoder set name (e.g. ae-resid-delta-attn-v4) or folder "
+                   "(default for the demo model: demo-attn)")
+    p.add_argument("--no-autoencoders", action="store_true", help="do not attach the demo model's autoencoders")
     p.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--host", default="127.0.0.1")
@@ -275,6 +280,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.model == demo.NAME and not args.model_path and not args.no_autoencoders:
+        # the bundled model comes with its autoencoders and neuron records
+        from neuron_explainer.models.autoencoder import AUTOENCODERS
+
+        if args.mlp_autoencoder is None and demo.MLP_AUTOENCODER_NAME in AUTOENCODERS:
+            args.mlp_autoencoder = demo.MLP_AUTOENCODER_NAME
+        if args.attention_autoencoder is None and demo.ATTN_AUTOENCODER_NAME in AUTOENCODERS:
+            args.attention_autoencoder = demo.ATTN_AUTOENCODER_NAME
+        if demo.DATASET_DIR.is_dir() and not any(d.startswith(demo.NAME + "=") for d in args.dataset):
+            args.dataset.append(f"{demo.NAME}={demo.DATASET_DIR}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     debugger = None
     if not args.no_model:

@@ -513,6 +513,14 @@ AUTOENCODERS: dict[str, AutoencoderSpec] = {
 }
 
 
+def _demo_sets() -> None:
+    """The bundled demo model's autoencoders (see neuron_explainer.demo), when present."""
+    demo = Path(__file__).parent.parent / "demo" / "autoencoders"
+    for name, sub in (("demo-mlp", "mlp"), ("demo-attn", "attn")):
+        if (demo / sub / AUTOENCODER_JSON).exists():
+            AUTOENCODERS[name] = spec_from_folder(demo / sub)
+
+
 def register_autoencoder(name: str, spec: AutoencoderSpec, *, replace: bool = False) -> None:
     """Make `spec` loadable by name (e.g. a local folder: `spec_from_folder(path)`)."""
     if name in AUTOENCODERS and AUTOENCODERS[name] != spec and not replace:
@@ -678,3 +686,6 @@ def attach(
         model.add_autoencoder(at, ae.to(model.device), latents)
         names.append(latents)
     return names
+
+
+_demo_sets()

@@ -64,6 +64,8 @@ _OPENAI_GPT2 = "https://openaipublic.blob.core.windows.net/neuron-explainer/subj
 MODEL_REGISTRY: dict[str, str] = {
     f"gpt2-{size}": f"{_OPENAI_GPT2}/{size}" for size in ("small", "medium", "large", "xl")
 }
+# the small model trained here and shipped in the package (works offline)
+MODEL_REGISTRY["demo"] = os.fspath(Path(__file__).parent.parent / "demo" / "model")
 
 FORMAT_NAME = "neuron_explainer"  # the "format" value in config.json of our own layout
 _FORMAT_VERSION = 1
