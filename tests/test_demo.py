@@ -7,10 +7,9 @@ import torch
 
 from neuron_explainer.activation_server import schemas as S
 from neuron_explainer.activation_server.processing import Debugger
+from neuron_explainer.demo.data import NAMES, ioi_prompts
 from neuron_explainer.models.loading import load_model
 from neuron_explainer.models.tokenizer import get_tokenizer
-
-from neuron_explainer.demo.data import NAMES, ioi_prompts
 
 # the README's example, and prompts from templates never used in training
 PROMPTS = [("When Mary and John went to the store, John gave a drink to", " Mary", " John")] + [
