@@ -924,3 +924,30 @@ def test_score_route_with_auto_simulator(
     # heads are scored pair by pair whatever the choice, in the plain set
     http.post("/score", json=node("attn_write_norm", 0, 0, explanation=HEAD_EXPLANATION))
     assert (root / "attn_write_norm/explanations/llm_fake-model/0/0.jsonl").is_file()
+
+
+def test_batch_explains_and_scores_every_head_of_the_bundled_demo_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, client: LLMClient, llm_server: FakeLLMServer
+) -> None:
+    """The shipped demo records, copied so that explanations are written to a temp folder."""
+    import shutil
+
+    from neuron_explainer import demo
+
+    monkeypatch.setenv("NEURON_EXPLAINER_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "demo"
+    root.mkdir()
+    shutil.copy(demo.DATASET_DIR / "dataset.json", root / "dataset.json")
+    shutil.copytree(demo.DATASET_DIR / "attn_write_norm", root / "attn_write_norm")
+    registry = DatasetRegistry.with_published()
+    registry.register_local_dataset("demo", root)
+    entry = registry.resolve("demo", "attn_write_norm")
+    nodes = batch.list_nodes(entry)
+    assert len(nodes) == 4 * 6  # every head of the 4-layer, 6-head demo model
+    summary = asyncio.run(batch.run_batch(registry, entry, nodes, client, concurrency=4, progress=False))
+    assert sorted(summary.explained) == nodes and not summary.failed
+    http = TestClient(make_app(None, registry))
+    for layer, h in nodes:
+        assert store.node_explanations(registry, entry, layer, h), (layer, h)
+        explained = http.post("/explain", json=node("attn_write_norm", layer, h)).json()
+        assert explained["explanations"] == [HEAD_EXPLANATION]
