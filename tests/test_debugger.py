@@ -239,3 +239,40 @@ def test_trace_through_v_differentiates_the_heads_write_on_the_loss_gradient(deb
     assert rec.objective == pytest.approx(float(objective), rel=1e-4, abs=1e-6)
     torch.testing.assert_close(rec.gradients[up], g_emb[0], rtol=1e-4, atol=1e-6)
     assert float(g_emb[0, k + 1 :].abs().max()) == 0.0  # only tokens up to the key matter
+
+
+def test_layer_sums_for_the_viewer_are_each_layers_direct_effect(debugger: Debugger) -> None:
+    """componentSumsForLayerDisplay: per layer, the direct effects of all neurons (heads) add up
+    to that layer's MLP (attention) write, minus its bias, through the final LayerNorm (scale
+    held constant) onto the unembedding difference, computed here from the raw forward pass."""
+    d, m = debugger, debugger.model
+    spec = S.TdbRequestSpec(
+        prompt=PROMPT, target_tokens=[TARGET], distractor_tokens=[DISTRACTOR],
+        component_type_for_mlp=S.ComponentTypeForMlp.NEURON,
+        component_type_for_attention=S.ComponentTypeForAttention.ATTENTION_HEAD,
+        top_and_bottom_k_for_node_table=5, hide_early_layers_when_ablating=False, node_ablations=[],
+    )
+    response = d.batched_tdb(S.BatchedTdbRequest(sub_requests=[spec]))
+    step = response.inference_sub_responses[0].processing_response_data_by_name["componentSumsForLayerDisplay"]
+    sums = step.intermediate_sum_activations_by_dst_by_group_id[S.GroupId.DIRECTION_WRITE]
+    D = S.DerivedScalarType
+    mlp = sums[D.MLP_WRITE_TO_FINAL_RESIDUAL_GRAD].value
+    attn = sums[D.UNFLATTENED_ATTN_WRITE_TO_FINAL_RESIDUAL_GRAD].value
+    assert len(mlp) == len(attn) == m.cfg.n_layers
+
+    L = m.cfg.n_layers
+    names = [f"blocks.{i}.resid.delta_{k}" for i in range(L) for k in ("mlp", "attn")] + ["resid.ln_f.scale"]
+    with torch.no_grad():
+        _, cache = m.run_with_cache(torch.tensor([_tokens(d)]), names)
+    t, x = d.single_token(TARGET, "t"), d.single_token(DISTRACTOR, "d")
+    u = m.unembed.weight[t] - m.unembed.weight[x]
+    scale = cache["resid.ln_f.scale"][0, -1]
+
+    def direct_effect(write: Tensor) -> float:  # the last token's write through ln_f onto u
+        return float(((write - write.mean()) * m.final_ln.weight / scale) @ u)
+
+    for i, blk in enumerate(m.xf_layers):
+        want_mlp = direct_effect(cache[f"blocks.{i}.resid.delta_mlp"][0, -1] - blk.mlp.out_layer.bias)
+        want_attn = direct_effect(cache[f"blocks.{i}.resid.delta_attn"][0, -1] - blk.attn.out_proj.bias)
+        assert mlp[i] == pytest.approx(want_mlp, rel=1e-4, abs=1e-5)
+        assert attn[i] == pytest.approx(want_attn, rel=1e-4, abs=1e-5)

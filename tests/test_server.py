@@ -38,6 +38,7 @@ ORIGIN = "http://localhost:1234"
 TDB_KEYS = (
     "topKComponents",
     "componentSumsForTokenDisplay",
+    "componentSumsForLayerDisplay",
     "upvotedOutputTokens",
     "inputTokensThatUpvoteMlp",
     "inputTokensThatUpvoteAttnQ",
@@ -48,6 +49,7 @@ TDB_KEYS = (
 TDB_DATA_TYPES = {
     "topKComponents": "multiple_top_k_derived_scalars_response_data",
     "componentSumsForTokenDisplay": "multiple_top_k_derived_scalars_response_data",
+    "componentSumsForLayerDisplay": "multiple_top_k_derived_scalars_response_data",
     "topOutputTokenLogits": "multiple_top_k_derived_scalars_response_data",
     "upvotedOutputTokens": "scored_tokens_response_data",
     "inputTokensThatUpvoteMlp": "scored_tokens_response_data",

@@ -422,13 +422,17 @@ class Debugger:
         for group, dsts in spec.dst_list_by_group_id.items():
             sums[group] = {}
             for dst in dsts:
-                total = sum(x for _, x in self._layer_tensors(dst.value, rec))
-                assert isinstance(total, Tensor)
                 # axes: token axes first (one, or query and key for attention), then the node axis
                 n_token_axes = 2 if sc.SCALARS[dst.value].node_type == "attention_head" else 1
                 kept_axes = [a for a, name in enumerate(("sequence_tokens", "attended_to_sequence_tokens")[:n_token_axes]) if name in keep]
-                drop = [a for a in range(total.ndim) if a not in kept_axes]
-                sums[group][dst] = _tensor_nd(total.sum(dim=drop) if drop else total)
+                per_layer = []
+                for _, x in self._layer_tensors(dst.value, rec):
+                    drop = [a for a in range(x.ndim) if a not in kept_axes]
+                    per_layer.append(x.sum(dim=drop) if drop else x)
+                # "layers" kept: one leading entry per layer (a single one for layerless scalars
+                # such as the embeddings), else summed over layers
+                total = torch.stack(per_layer) if S.Dimension.LAYERS.value in keep else sum(per_layer[1:], per_layer[0])
+                sums[group][dst] = _tensor_nd(total)
         strings = None
         if any(n.node_type == S.NodeType.VOCAB_TOKEN for n in nodes):
             strings = [self.token_strings[n.tensor_indices[-1]] if n.node_type == S.NodeType.VOCAB_TOKEN and n.tensor_indices[-1] is not None else None for n in nodes]
@@ -684,6 +688,13 @@ class Debugger:
         steps: dict[str, Any] = {
             "topKComponents": top_k(spec.component_type_for_mlp, spec.component_type_for_attention, spec.top_and_bottom_k_for_node_table),
             "componentSumsForTokenDisplay": top_k(S.ComponentTypeForMlp.NEURON, S.ComponentTypeForAttention.ATTENTION_HEAD, 1),
+            # not in the original server: exact per-layer sums for the viewer's layer summary
+            "componentSumsForLayerDisplay": S.MultipleTopKDerivedScalarsRequestSpec(
+                dst_list_by_group_id=tdb_groups(spec.component_type_for_mlp, spec.component_type_for_attention),
+                top_and_bottom_k=1,
+                token_index=None,
+                dimensions_to_keep_for_intermediate_sum=[S.Dimension.LAYERS],
+            ),
             "upvotedOutputTokens": scored(S.TokenScoringType.UPVOTED_OUTPUT_TOKENS),
             "inputTokensThatUpvoteMlp": scored(S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_MLP),
             "inputTokensThatUpvoteAttnQ": scored(S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_ATTN_Q),

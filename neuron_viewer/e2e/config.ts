@@ -7,23 +7,33 @@ export const REPO_DIR = resolve(VIEWER_DIR, "..");
 export const ARTIFACTS_DIR = resolve(REPO_DIR, process.env.TDB_E2E_ARTIFACTS ?? "test-artifacts");
 
 /**
- * The model the server runs. Unset: a small random model made by e2e/make_test_model.py.
- * Set it to the demo model's folder to test on that (and get the strict assertions):
- *   TDB_E2E_MODEL=/path/to/demo-model bash scripts/viewer_test.sh
+ * The model the server runs:
+ *   demo (default): the bundled demo model, as the README's main command serves it (with its
+ *     autoencoders and neuron records); a trained model, so the assertions are strict;
+ *   random: a small random model with random autoencoders, made by e2e/make_test_model.py;
+ *   a folder: any model the server loads (add autoencoders with TDB_E2E_SERVER_ARGS).
+ *   TDB_E2E_MODEL=random bash scripts/viewer_test.sh
  */
-export const MODEL_PATH = process.env.TDB_E2E_MODEL || null;
+export const MODEL = process.env.TDB_E2E_MODEL || "demo";
+export const RANDOM_MODEL = MODEL === "random";
 /** Trained model: ablating the top head must lower the logit difference. */
-export const STRICT = MODEL_PATH !== null && process.env.TDB_E2E_STRICT !== "0";
-export const MODEL_NAME = process.env.TDB_E2E_MODEL_NAME ?? (MODEL_PATH ? "demo" : "e2e-random");
+export const STRICT = !RANDOM_MODEL && process.env.TDB_E2E_STRICT !== "0";
+export const MODEL_NAME = process.env.TDB_E2E_MODEL_NAME ?? (RANDOM_MODEL ? "e2e-random" : MODEL === "demo" ? "demo" : "e2e-model");
 /** The random model's attention heads are weak: list more nodes so some make the table. */
 export const TOP_K = Number(process.env.TDB_E2E_TOP_K ?? (STRICT ? 10 : 30));
-/** The random model comes with random autoencoders, so the latent views are tested too. */
-export const AUTOENCODERS = MODEL_PATH === null && process.env.TDB_E2E_AUTOENCODERS !== "0";
-/** More server flags, e.g. "--mlp-autoencoder FOLDER" for the demo model. */
+/** The demo and random models come with autoencoders, so the latent views are tested too. */
+export const AUTOENCODERS = (MODEL === "demo" || RANDOM_MODEL) && process.env.TDB_E2E_AUTOENCODERS !== "0";
+/** Node counts per layer the welcome page must show (heads, MLP neurons, MLP latents). */
+export const EXPECTED_COUNTS = RANDOM_MODEL
+  ? { heads: 4, neurons: 256, latents: 32 }
+  : MODEL === "demo"
+    ? { heads: 6, neurons: 768, latents: 768 }
+    : null;
+/** More server flags, e.g. "--mlp-autoencoder FOLDER" for a model folder. */
 export const EXTRA_SERVER_ARGS = (process.env.TDB_E2E_SERVER_ARGS ?? "").split(" ").filter(Boolean);
 export const PYTHON = process.env.PYTHON ?? resolve(REPO_DIR, ".venv/bin/python");
 export const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
-/** Dataset records are being built; once served, the node page must show examples. */
-export const EXPECT_RECORDS = process.env.TDB_E2E_EXPECT_RECORDS === "1";
+/** The node page must show dataset examples: the demo model's records are bundled. */
+export const EXPECT_RECORDS = (process.env.TDB_E2E_EXPECT_RECORDS ?? (MODEL === "demo" ? "1" : "0")) === "1";
 
 export const IOI_PROMPT = "<|endoftext|>When Mary and John went to the store, John gave a drink to";

@@ -1,12 +1,12 @@
-// Starts the activation server (with the built viewer) on a free port for the e2e tests, and
-// stops it afterwards. Its log goes to test-artifacts/e2e-server.log.
+// Starts the activation server (`python -m neuron_explainer.activation_server`, serving the built
+// viewer) on a free port for the e2e tests, and stops it afterwards. Its log goes to test-artifacts/e2e-server.log.
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import { createWriteStream, existsSync, mkdirSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import type { TestProject } from "vitest/node";
 import { datasetName } from "../src/state/nodes";
-import { ARTIFACTS_DIR, AUTOENCODERS, EXTRA_SERVER_ARGS, MODEL_NAME, MODEL_PATH, PYTHON, REPO_DIR, VIEWER_DIR } from "./config";
+import { ARTIFACTS_DIR, AUTOENCODERS, EXTRA_SERVER_ARGS, MODEL, MODEL_NAME, PYTHON, RANDOM_MODEL, REPO_DIR, VIEWER_DIR } from "./config";
 
 declare module "vitest" {
   export interface ProvidedContext {
@@ -60,16 +60,19 @@ export default async function setup(project: TestProject) {
   mkdirSync(ARTIFACTS_DIR, { recursive: true });
   const dist = join(VIEWER_DIR, "dist");
   if (!existsSync(join(dist, "index.html"))) throw new Error("no viewer build: run `npm run build` first");
-  const modelPath = MODEL_PATH ?? join(ARTIFACTS_DIR, "e2e-model");
-  if (!MODEL_PATH) execFileSync(PYTHON, [join(VIEWER_DIR, "e2e/make_test_model.py"), modelPath], { cwd: REPO_DIR, stdio: "inherit" });
-
   const port = await freePort();
   const baseUrl = `http://127.0.0.1:${port}`;
   const log = createWriteStream(join(ARTIFACTS_DIR, "e2e-server.log"));
-  const args = [join(VIEWER_DIR, "e2e/serve.py"), "--model-path", modelPath, "--model-name", MODEL_NAME, "--port", String(port), "--device", "cpu", "--viewer-dist", dist];
-  if (AUTOENCODERS) {
+  // the server exactly as the README's main command starts it, on a free port, on the CPU
+  const args = ["-m", "neuron_explainer.activation_server", "--port", String(port), "--device", "cpu", "--viewer-dist", dist];
+  if (RANDOM_MODEL) {
+    const modelPath = join(ARTIFACTS_DIR, "e2e-model");
+    execFileSync(PYTHON, [join(VIEWER_DIR, "e2e/make_test_model.py"), modelPath], { cwd: REPO_DIR, stdio: "inherit" });
     const aes = join(modelPath, "autoencoders");
-    args.push("--mlp-autoencoder", join(aes, "ae-mlp"), "--attention-autoencoder", join(aes, "ae-attn"));
+    args.push("--model-path", modelPath, "--model-name", MODEL_NAME);
+    if (AUTOENCODERS) args.push("--mlp-autoencoder", join(aes, "ae-mlp"), "--attention-autoencoder", join(aes, "ae-attn"));
+  } else if (MODEL !== "demo") {
+    args.push("--model-path", MODEL, "--model-name", MODEL_NAME);
   }
   args.push(...EXTRA_SERVER_ARGS);
   const server = spawn(PYTHON, args, { cwd: REPO_DIR, stdio: ["ignore", "pipe", "pipe"] });

@@ -2,7 +2,7 @@
 // ablation, tracing, reload), node pages, errors. Screenshots go to test-artifacts/screenshots.
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { AUTOENCODERS, EXPECT_RECORDS, IOI_PROMPT, STRICT, TOP_K } from "./config";
+import { AUTOENCODERS, EXPECT_RECORDS, EXPECTED_COUNTS, IOI_PROMPT, STRICT, TOP_K } from "./config";
 import { launchBrowser, numberAt, queryOf, rowKeys, screenshot, settled } from "./helpers";
 
 const baseUrl = inject("baseUrl");
@@ -33,13 +33,14 @@ describe("welcome page", () => {
     await page.getByTestId("count-attention_head").waitFor();
     const heads = await page.getByTestId("count-attention_head").textContent();
     const neurons = await page.getByTestId("count-mlp_neuron").textContent();
-    if (!STRICT) {
-      expect(heads).toContain("4 per layer");
-      expect(neurons).toContain("256 per layer");
+    if (EXPECTED_COUNTS) {
+      expect(heads).toContain(`${EXPECTED_COUNTS.heads} per layer`);
+      expect(neurons).toContain(`${EXPECTED_COUNTS.neurons} per layer`);
     }
     if (AUTOENCODERS) {
       await page.getByTestId("count-attention_autoencoder_latent").waitFor();
-      expect(await page.getByTestId("count-mlp_autoencoder_latent").textContent()).toContain("32 per layer");
+      const latents = await page.getByTestId("count-mlp_autoencoder_latent").textContent();
+      if (EXPECTED_COUNTS) expect(latents).toContain(`${EXPECTED_COUNTS.latents} per layer`);
     }
     expect(await page.getByTestId("example-link").getAttribute("href")).toContain(`/${model}/tdb?prompt=`);
     await screenshot(page, "welcome");
@@ -54,14 +55,14 @@ describe("debugger page", () => {
     await settled(page);
     expect(queryOf(page).get("prompt")).not.toBeNull(); // the state was written into the URL
 
-    const prompt = "<|endoftext|>When Alice and Bob went to the park, Bob handed a ball to";
+    const prompt = "<|endoftext|>When Alice and Tom went to the park, Tom handed a ball to";
     await page.getByTestId("prompt-input").fill(prompt);
     // live tokenisation: the token chips follow the typed prompt before it is submitted
     await page.waitForFunction(
       () => Array.from(document.querySelectorAll('[data-testid="prompt-tokens"] .token-chip')).some((c) => c.textContent?.includes("Alice")),
     );
     await page.getByTestId("target-input").fill(" Alice");
-    await page.getByTestId("distractor-input").fill(" Bob");
+    await page.getByTestId("distractor-input").fill(" Tom");
     await page.getByTestId("run").click();
     await page.waitForURL(/Alice/);
     await settled(page);
@@ -85,7 +86,7 @@ describe("debugger page", () => {
 
   it("swaps target and distractor, and back", async () => {
     await page.getByTestId("swap").click();
-    await page.waitForURL((url) => url.searchParams.get("target") === " Bob");
+    await page.waitForURL((url) => url.searchParams.get("target") === " Tom");
     await settled(page);
     const swapped = await numberAt(page, '[data-testid="loss-value"]');
     expect(swapped).toBeCloseTo(-unablatedLoss, 4);
@@ -106,6 +107,10 @@ describe("debugger page", () => {
 
   it("ablates the top head and shows ablated next to unablated values", async () => {
     await page.getByTestId("filter-attention").click();
+    // the head that pushes the target most: est. total effect, largest first (the default order,
+    // by magnitude, may put a head that pushes the distractor on top)
+    await page.getByTestId("sort-totalEffect").click();
+    await page.waitForURL((url) => url.searchParams.get("dir") === "desc");
     const top = page.locator('[data-testid="node-row"][data-kind="attention"]').first();
     const key = await top.getAttribute("data-node-key");
     expect(key).toMatch(/^attention_head:/);
@@ -119,12 +124,16 @@ describe("debugger page", () => {
     const baseline = await numberAt(page, '[data-testid="loss-baseline"]');
     expect(baseline).toBeCloseTo(unablatedLoss, 5);
     expect(ablated).not.toBeCloseTo(baseline, 6);
-    if (STRICT) expect(ablated).toBeLessThan(baseline); // a trained model: the top head carries the answer
+    // a trained model: the top head carries much of the answer
+    if (STRICT) expect(ablated).toBeLessThan(0.9 * baseline);
     expect(await page.getByTestId("baseline").count()).toBeGreaterThan(0); // per-node unablated values
     await screenshot(page, "debugger-ablated");
+    await page.getByTestId("sort-totalEffect").click(); // desc -> asc -> by magnitude again
+    await page.getByTestId("sort-totalEffect").click();
+    await page.waitForURL((url) => !url.searchParams.has("dir"));
   });
 
-  it("traces a node upstream (an MLP neuron, then a head through Q)", async () => {
+  it("traces a node upstream (an MLP neuron, a head through V onto it, a head through Q)", async () => {
     await page.getByTestId("filter-all").click();
     const mlp = page.locator('[data-testid="node-row"][data-kind="mlp"]').first();
     const mlpKey = await mlp.getAttribute("data-node-key");
@@ -136,7 +145,16 @@ describe("debugger page", () => {
     expect(await page.getByTestId("loss-summary").textContent()).toContain("Traced node");
     expect(await page.getByTestId("node-row").count()).toBeGreaterThan(0);
 
+    // a head through V, onto the traced neuron: the neuron stays as the downstream node
     await page.getByTestId("filter-attention").click();
+    const viaV = page.locator('[data-testid="node-row"][data-kind="attention"]').first();
+    await viaV.getByTestId("trace-V").click();
+    await page.waitForURL((url) => url.searchParams.get("traceType") === "V" && url.searchParams.get("downstream") === mlpKey);
+    await settled(page);
+    expect(await page.getByTestId("trace-downstream").textContent()).toContain("onto");
+    expect(await page.getByTestId("loss-summary").textContent()).toContain("Downstream node");
+    expect(await page.getByTestId("node-row").count()).toBeGreaterThan(0);
+
     const head = page.locator('[data-testid="node-row"][data-kind="attention"]').first();
     const headKey = await head.getAttribute("data-node-key");
     await head.getByTestId("trace-Q").click();

@@ -47,6 +47,15 @@ export function AblationsAndTrace({ state, tokens, onChange }: { state: Debugger
               ))}
             </span>
           )}
+          {state.trace.downstream && (
+            <span data-testid="trace-downstream">
+              onto
+              <span className="pill">
+                {nodeLabelWithTokens(state.trace.downstream.node, tokens)}
+                {state.trace.downstream.attentionTraceType && ` (${state.trace.downstream.attentionTraceType})`}
+              </span>
+            </span>
+          )}
           <button type="button" className="link-button" data-testid="stop-trace" onClick={() => onChange(stopTracing(state))}>
             stop tracing
           </button>

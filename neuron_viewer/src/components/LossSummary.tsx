@@ -7,8 +7,14 @@ const list = (tokens: string[]) => tokens.map((t) => `“${showToken(t)}”`).jo
 
 /** The objective: logit difference (or the traced node's activation), ablated vs unablated. */
 export function LossSummary({ state, view }: { state: DebuggerState; view: TdbView }) {
-  const tracing = state.trace && state.trace.attentionTraceType !== "V";
-  const label = tracing ? "Traced node's pre-activation" : `Logit difference ${list(state.targets)} − ${list(state.distractors)}`;
+  // through V the objective is the downstream node when there is one, else the loss
+  const objective = !state.trace ? "loss" : state.trace.attentionTraceType !== "V" ? "traced" : state.trace.downstream ? "downstream" : "loss";
+  const label =
+    objective === "traced"
+      ? "Traced node's pre-activation"
+      : objective === "downstream"
+        ? "Downstream node's pre-activation"
+        : `Logit difference ${list(state.targets)} − ${list(state.distractors)}`;
   return (
     <div className="loss-summary" data-testid="loss-summary">
       <span className="muted">{label}:</span>{" "}

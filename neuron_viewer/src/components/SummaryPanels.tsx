@@ -100,18 +100,20 @@ export function TokenSummaryPanel({ view }: { view: TdbView }) {
 
 const KIND_NAMES: Record<LayerSumRow["kind"], string> = { embedding: "embeddings", mlp: "MLP", attention: "attention", other: "other" };
 
-/** Per layer and kind: how many of the table's nodes sit there and what they add up to. */
+/** Per layer and kind: what all its nodes add up to, and how many of them are in the table. */
 export function LayerSummaryPanel({ view }: { view: TdbView }) {
   const scale = maxAbs(view.layerSums.flatMap((r) => [r.totalEffect, r.directEffect]));
   return (
     <Section title="Per-layer summary" testId="layer-summary">
-      <p className="muted small">Over the nodes in the table.</p>
+      <p className="muted small">
+        {view.layerSumsExact ? "Sums over every node of the layer; “in table”: how many of them the node table lists." : "Over the nodes in the table."}
+      </p>
       <table className="compact">
         <thead>
           <tr>
             <th>Layer</th>
             <th>Kind</th>
-            <th className="num">Nodes</th>
+            <th className="num">In table</th>
             <th className="num">Est. total effect</th>
             <th className="num">Direct effect</th>
           </tr>

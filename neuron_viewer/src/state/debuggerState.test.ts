@@ -101,6 +101,21 @@ describe("transitions", () => {
     expect(stopTracing(traced).trace).toBeNull();
   });
 
+  it("tracing a head through V keeps the traced node as the downstream one", () => {
+    const earlierHead: NodeRef = { nodeType: "attention_head", layerIndex: 0, tensorIndices: [10, 3, 1] };
+    const laterHead: NodeRef = { nodeType: "attention_head", layerIndex: 2, tensorIndices: [14, 10, 4] };
+    const fromNeuron = traceUpstream(traceUpstream(DEFAULT_STATE, neuron), earlierHead, "V");
+    expect(fromNeuron.trace).toEqual({ node: earlierHead, attentionTraceType: "V", downstream: { node: neuron, attentionTraceType: null } });
+    const fromHead = traceUpstream(traceUpstream(DEFAULT_STATE, laterHead, "K"), earlierHead, "V");
+    expect(fromHead.trace?.downstream).toEqual({ node: laterHead, attentionTraceType: "K" });
+    // switching the V-traced head keeps the downstream node; Q/K traces and fresh V traces have none
+    expect(traceUpstream(fromHead, head, "V").trace?.downstream).toEqual({ node: laterHead, attentionTraceType: "K" });
+    expect(traceUpstream(fromHead, earlierHead, "Q").trace?.downstream).toBeUndefined();
+    expect(traceUpstream(DEFAULT_STATE, earlierHead, "V").trace?.downstream).toBeUndefined();
+    // and it round-trips through the URL
+    expect(parseDebuggerState(serializeDebuggerState(fromHead)).trace).toEqual(fromHead.trace);
+  });
+
   it("swaps target and distractor", () => {
     const swapped = swapTargetAndDistractor(full);
     expect(swapped.targets).toEqual([" John"]);

@@ -14,10 +14,15 @@ export interface Ablation {
   value: number;
 }
 
-export interface Trace {
+export interface TracedNode {
   node: NodeRef;
   /** Attention heads only: through the query, the key, both, or the value. */
   attentionTraceType: AttentionTraceType | null;
+}
+
+export interface Trace extends TracedNode {
+  /** Through V only: the node whose gradient the head's write is projected on (else the loss). */
+  downstream?: TracedNode | null;
 }
 
 export interface DebuggerState {
@@ -88,19 +93,21 @@ export function parseDebuggerState(search: string): DebuggerState {
     attn: oneOf(q.get("attn"), ["attention_head", "autoencoder_latent"], DEFAULT_STATE.attn),
     k: Number.isInteger(k) && k >= 1 ? Math.min(k, MAX_K) : DEFAULT_STATE.k,
     ablations,
-    trace: traceNode
-      ? {
-          node: traceNode,
-          attentionTraceType:
-            traceNode.nodeType === "attention_head" ? oneOf(q.get("traceType"), TRACE_TYPES, "QK") : null,
-        }
-      : null,
+    trace: traceNode ? parseTrace(traceNode, q) : null,
     sort: {
       key: oneOf(q.get("sort"), SORT_KEYS, DEFAULT_STATE.sort.key),
       dir: oneOf(q.get("dir"), SORT_DIRS, DEFAULT_STATE.sort.dir),
     },
     filter: oneOf(q.get("show"), FILTERS, DEFAULT_STATE.filter),
   };
+}
+
+function parseTrace(node: NodeRef, q: URLSearchParams): Trace {
+  const attentionTraceType = node.nodeType === "attention_head" ? oneOf(q.get("traceType"), TRACE_TYPES, "QK") : null;
+  const down = attentionTraceType === "V" ? parseNodeKey(q.get("downstream") ?? "") : null;
+  // a downstream node is traced through Q, K or QK (a head) or not at all (a neuron, a latent)
+  const downType = down?.nodeType === "attention_head" ? oneOf(q.get("downstreamType"), ["Q", "K", "QK"] as const, "QK") : null;
+  return { node, attentionTraceType, ...(down ? { downstream: { node: down, attentionTraceType: downType } } : {}) };
 }
 
 export function serializeDebuggerState(state: DebuggerState): string {
@@ -115,6 +122,11 @@ export function serializeDebuggerState(state: DebuggerState): string {
   if (state.trace) {
     q.set("trace", nodeKey(state.trace.node));
     if (state.trace.attentionTraceType) q.set("traceType", state.trace.attentionTraceType);
+    const down = state.trace.downstream;
+    if (down) {
+      q.set("downstream", nodeKey(down.node));
+      if (down.attentionTraceType) q.set("downstreamType", down.attentionTraceType);
+    }
   }
   if (state.sort.key !== DEFAULT_STATE.sort.key) q.set("sort", state.sort.key);
   if (state.sort.dir !== DEFAULT_STATE.sort.dir) q.set("dir", state.sort.dir);
@@ -140,9 +152,20 @@ export function clearAblations(state: DebuggerState): DebuggerState {
   return { ...state, ablations: [] };
 }
 
+/**
+ * Traces `node` upstream. Tracing a head through V while another node is traced keeps that node
+ * as the downstream one: the head's write is then scored by how it moves that node, not the loss
+ * (the path "this head's value feeds that node"). Other traces start from the loss.
+ */
 export function traceUpstream(state: DebuggerState, node: NodeRef, type: AttentionTraceType | null = null): DebuggerState {
   const attentionTraceType = node.nodeType === "attention_head" ? (type ?? "QK") : null;
-  return { ...state, trace: { node, attentionTraceType } };
+  let downstream: TracedNode | null = null;
+  if (attentionTraceType === "V" && state.trace) {
+    const current = state.trace;
+    if (current.attentionTraceType === "V") downstream = current.downstream ?? null;
+    else if (!sameNode(current.node, node)) downstream = { node: current.node, attentionTraceType: current.attentionTraceType };
+  }
+  return { ...state, trace: { node, attentionTraceType, ...(downstream ? { downstream } : {}) } };
 }
 
 export function stopTracing(state: DebuggerState): DebuggerState {

@@ -43,6 +43,13 @@ describe("buildTdbRequest", () => {
     }
   });
 
+  it("sends the downstream node of a trace through V", () => {
+    const neuron: NodeRef = { nodeType: "mlp_neuron", layerIndex: 1, tensorIndices: [14, 4] };
+    const [sub] = buildTdbRequest(traceUpstream(traceUpstream(DEFAULT_STATE, neuron), head, "V")).subRequests;
+    expect(sub?.upstreamNodeToTrace?.attentionTraceType).toBe("V");
+    expect(sub?.downstreamNodeToTrace).toEqual({ nodeIndex: { nodeType: "mlp_neuron", tensorIndices: [14, 4], layerIndex: 1, passType: "forward" } });
+  });
+
   it("traces a neuron without a trace type", () => {
     const neuron: NodeRef = { nodeType: "mlp_neuron", layerIndex: 1, tensorIndices: [3, 4] };
     const [sub] = buildTdbRequest(traceUpstream(DEFAULT_STATE, neuron)).subRequests;

@@ -20,6 +20,13 @@ export function buildTdbRequest(state: DebuggerState): BatchedTdbRequest {
       nodeIndex: toMirrored(state.trace.node),
       ...(state.trace.attentionTraceType ? { attentionTraceType: state.trace.attentionTraceType } : {}),
     };
+    const down = state.trace.downstream;
+    if (down) {
+      spec.downstreamNodeToTrace = {
+        nodeIndex: toMirrored(down.node),
+        ...(down.attentionTraceType ? { attentionTraceType: down.attentionTraceType } : {}),
+      };
+    }
   }
   const subRequests = [spec];
   if (state.ablations.length > 0) subRequests.push({ ...spec, nodeAblations: [] });

@@ -95,7 +95,40 @@ describe("toTdbView", () => {
     expect(t2?.attentionFrom).toBe(6);
   });
 
-  it("sums the table's nodes per layer and kind, embeddings first", () => {
+  it("takes exact per-layer sums from componentSumsForLayerDisplay, and counts the table's nodes", () => {
+    const s = sub(1, 1);
+    s.processingResponseDataByName = {
+      ...s.processingResponseDataByName,
+      componentSumsForLayerDisplay: {
+        responseDataType: "multiple_top_k_derived_scalars_response_data",
+        nodeIndices: [],
+        activationsByGroupId: {},
+        intermediateSumActivationsByDstByGroupId: {
+          act_times_grad: {
+            token_attribution: { tensorType: "tensor_1d", value: [0.5] },
+            mlp_act_times_grad: { tensorType: "tensor_1d", value: [1, 2] },
+            unflattened_attn_act_times_grad: { tensorType: "tensor_1d", value: [3, 4] },
+          },
+          direction_write: {
+            resid_post_embedding_proj_to_final_residual_grad: { tensorType: "tensor_1d", value: [0.25] },
+            mlp_write_to_final_residual_grad: { tensorType: "tensor_1d", value: [-1, -2] },
+            unflattened_attn_write_to_final_residual_grad: { tensorType: "tensor_1d", value: [-3, -4] },
+          },
+        },
+      },
+    };
+    const view = toTdbView({ inferenceSubResponses: [s] } as BatchedResponse, false);
+    expect(view.layerSumsExact).toBe(true);
+    expect(view.layerSums.map((r) => [r.layer, r.kind, r.count, r.totalEffect, r.directEffect])).toEqual([
+      [null, "embedding", 1, 0.5, 0.25],
+      [0, "attention", 1, 3, -3],
+      [0, "mlp", 0, 1, -1],
+      [1, "attention", 0, 4, -4],
+      [1, "mlp", 1, 2, -2],
+    ]);
+  });
+
+  it("without that step, sums the table's nodes per layer and kind, embeddings first", () => {
     const sums = toTdbView({ inferenceSubResponses: [sub(1, 1)] } as BatchedResponse, false).layerSums;
     expect(sums.map((s) => [s.layer, s.kind, s.count])).toEqual([
       [null, "embedding", 1],

@@ -73,6 +73,8 @@ export interface TdbView {
   logits: LogitRow[];
   tokenSums: Record<SummaryMetric, TokenSumRow[]>;
   layerSums: LayerSumRow[];
+  /** layerSums are over every node (else over the table's nodes only). */
+  layerSumsExact: boolean;
   inferenceTime: number;
 }
 
@@ -242,22 +244,46 @@ function tokenSums(main: SubResponse, tokens: string[]): Record<SummaryMetric, T
   return { totalEffect: forMetric("totalEffect"), directEffect: forMetric("directEffect"), writeNorm: forMetric("writeNorm") };
 }
 
-/** Sums over the nodes in the table, per layer and kind (embeddings first). */
-export function layerSums(rows: NodeRow[]): LayerSumRow[] {
+/**
+ * Per layer and kind (embeddings first): the sums over every node of the layer, from the
+ * server's componentSumsForLayerDisplay step (exact); `count` is how many of the table's nodes
+ * sit there. A server without that step gets sums over the table's nodes (`exact: false`).
+ */
+export function layerSums(main: SubResponse, rows: NodeRow[]): { exact: boolean; rows: LayerSumRow[] } {
   const byKey = new Map<string, LayerSumRow>();
-  for (const row of rows) {
-    const layer = row.node.layerIndex;
-    const key = `${layer ?? -1}:${row.kind}`;
-    const entry = byKey.get(key) ?? { layer, kind: row.kind, count: 0, totalEffect: 0, directEffect: 0 };
-    entry.count += 1;
-    entry.totalEffect += row.values.totalEffect;
-    entry.directEffect += row.values.directEffect;
-    byKey.set(key, entry);
+  const entry = (layer: number | null, kind: NodeKind) => {
+    const key = `${layer ?? -1}:${kind}`;
+    const e = byKey.get(key) ?? { layer, kind, count: 0, totalEffect: 0, directEffect: 0 };
+    byKey.set(key, e);
+    return e;
+  };
+  const sums = topK(main, "componentSumsForLayerDisplay")?.intermediateSumActivationsByDstByGroupId;
+  if (sums) {
+    for (const metric of ["totalEffect", "directEffect"] as const) {
+      for (const [dst, tensor] of Object.entries(sums[GROUPS[metric]] ?? {})) {
+        const kind = dstKind(dst);
+        if (!kind || tensor.tensorType !== "tensor_1d") continue;
+        // one value per layer; a single one for the (layerless) embeddings
+        tensor.value.forEach((v, layer) => (entry(kind === "embedding" ? null : layer, kind)[metric] += v));
+      }
+    }
+    for (const row of rows) {
+      const e = byKey.get(`${row.node.layerIndex ?? -1}:${row.kind}`);
+      if (e) e.count += 1;
+    }
+  } else {
+    for (const row of rows) {
+      const e = entry(row.node.layerIndex, row.kind);
+      e.count += 1;
+      e.totalEffect += row.values.totalEffect;
+      e.directEffect += row.values.directEffect;
+    }
   }
   const kindOrder: NodeKind[] = ["embedding", "attention", "mlp", "other"];
-  return [...byKey.values()].sort(
+  const sorted = [...byKey.values()].sort(
     (a, b) => (a.layer ?? -1) - (b.layer ?? -1) || kindOrder.indexOf(a.kind) - kindOrder.indexOf(b.kind),
   );
+  return { exact: sums !== undefined, rows: sorted };
 }
 
 export function toTdbView(response: BatchedResponse, hasBaseline: boolean): TdbView {
@@ -266,6 +292,7 @@ export function toTdbView(response: BatchedResponse, hasBaseline: boolean): TdbV
   const baseline = hasBaseline ? second : undefined;
   const data = main.inferenceResponse.inferenceAndTokenData;
   const rows = nodeRows(main, baseline);
+  const layers = layerSums(main, rows);
   return {
     tokens: data.tokensAsStrings,
     loss: data.loss ?? null,
@@ -273,7 +300,8 @@ export function toTdbView(response: BatchedResponse, hasBaseline: boolean): TdbV
     rows,
     logits: logitRows(main, baseline),
     tokenSums: tokenSums(main, data.tokensAsStrings),
-    layerSums: layerSums(rows),
+    layerSums: layers.rows,
+    layerSumsExact: layers.exact,
     inferenceTime: data.inferenceTime,
   };
 }
