@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks the neuron viewer: type check, lint, unit tests (Vitest), the generated API client is
 # up to date with the server's schema, production build, and end-to-end tests: a real
-# activation server (small random model, or TDB_E2E_MODEL=FOLDER) serving the build, driven in
+# activation server (the bundled demo model, or TDB_E2E_MODEL=random|FOLDER) serving the build, driven in
 # headless Chromium. Screenshots and the server's log go to test-artifacts/.
 #   bash scripts/viewer_test.sh            everything
 #   bash scripts/viewer_test.sh --no-e2e   all but the end-to-end tests (no browser needed)

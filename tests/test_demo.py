@@ -7,6 +7,7 @@ import torch
 
 from neuron_explainer.activation_server import schemas as S
 from neuron_explainer.activation_server.processing import Debugger
+from neuron_explainer.demo import evaluate
 from neuron_explainer.demo.data import NAMES, ioi_prompts
 from neuron_explainer.models.loading import load_model
 from neuron_explainer.models.tokenizer import get_tokenizer
@@ -57,3 +58,17 @@ def test_debugger_finds_the_ioi_circuit(debugger: Debugger, prompt: str, target:
     ablated = both.inference_sub_responses[0].inference_response.inference_and_token_data.loss
     assert ablated is not None
     assert ablated <= 0.7 * clean, f"ablating {head} moved the logit difference only from {clean} to {ablated}"
+
+
+def test_demo_model_has_its_circuits(debugger: Debugger) -> None:
+    """The card's claims, on fresh samples: IOI on templates never trained on, and induction."""
+    enc = get_tokenizer(debugger.model.tokenizer_path)
+
+    @torch.no_grad()
+    def logits(tokens: torch.Tensor) -> torch.Tensor:
+        return debugger.model(tokens).float()
+
+    ioi = evaluate.ioi_eval(logits, enc, n=200, heldout=True, seed=7)
+    assert ioi["accuracy"] >= 0.9, ioi
+    induction = evaluate.induction_eval(logits, enc.n_vocab, evaluate.eot_id(enc), n=16, seed=7)
+    assert induction["first_copy_loss"] - induction["second_copy_loss"] >= 2.0, induction

@@ -252,8 +252,14 @@ def model_card(
             f"GPT-2 architecture: {cfg['n_layers']} layers, d_model {cfg['d_model']}, "
             f"{cfg['n_heads']} heads, context {cfg['ctx_window']}, MLP width {int(cfg['d_model'] * cfg['m_mlp'])}, "
             f"vocabulary {cfg['n_vocab']} (a byte-level BPE trained on the training text plus "
-            "generated IOI sentences; in `tokenizer/`), untied embeddings"
-            + (f", {n_params / 1e6:.2f}M parameters" if n_params else "")
+            "generated IOI sentences; in `tokenizer/`), "
+            + (
+                "input and output embeddings tied during training (stored untied, as in GPT-2's "
+                "layout)"
+                if a.get("tie_embeddings")
+                else "untied embeddings"
+            )
+            + (f", {n_params / 1e6:.2f}M trained parameters" if n_params else "")
             + ". Weights stored in fp16.",
             "",
             "**Training data**: the 16 `*.txt` files of the offline corpus (`../shared/corpus/*.txt`, "
@@ -267,12 +273,26 @@ def model_card(
             + (f", and {a['late_mix']} from step {a['late_mix_step']}" if a.get("late_mix") else "")
             + ".",
             "",
-            f"**Training**: `python -m neuron_explainer.demo.train` (seed {a['seed']}), "
+            "**Training**: `python -m neuron_explainer.demo.train --out WORKDIR "
+            f"--batch {a['batch']} --steps {a['steps']} --minutes {a['minutes']:g}` "
+            f"(seed {a['seed']}), "
             f"{summary['steps']} steps of batch {a['batch']} x {a['ctx']} tokens = "
-            f"{summary['tokens'] / 1e6:.1f}M tokens in {summary['minutes']:.0f} minutes on a shared "
-            f"2-core CPU ({a['threads']} thread), AdamW (lr {a['lr']}, betas 0.9/0.95, weight decay "
+            f"{summary['tokens'] / 1e6:.1f}M tokens in {summary['minutes']:.0f} minutes on "
+            + (
+                f"one {summary['device']} GPU"
+                if summary.get("device", "cpu") != "cpu"
+                else f"a shared 2-core CPU ({a['threads']} thread)"
+            )
+            + f", AdamW (lr {a['lr']}, betas 0.9/0.95, weight decay "
             f"{a['weight_decay']}), {a['warmup']}-step warm-up then cosine to "
-            f"{a['min_lr_frac']:g} x lr over the time budget, gradient clipping {a['clip']}.",
+            f"{a['min_lr_frac']:g} x lr over the run, gradient clipping {a['clip']}."
+            + (
+                f" Shipped: the checkpoint at step {summary['best_step']}, the lowest loss "
+                f"({summary['best_val_loss']:.3f}) on the validation split (the corpus's last "
+                f"{a['val_tokens']} tokens, which training never read)."
+                if summary.get("best_step")
+                else ""
+            ),
             "",
         ]
     h, io, iot, ind = (
