@@ -137,7 +137,7 @@ def emb_direct(rec: Recording, w: Weights, layer: int | None) -> Tensor:
 
 
 def always_one(rec: Recording, w: Weights, layer: int | None) -> Tensor:
-    return torch.ones(len(rec.tokens), 1)
+    return torch.ones(len(rec.tokens), 1, device=w.model.device)
 
 
 # ---- MLP neurons
@@ -163,7 +163,7 @@ def _project_on_final_grad(rec: Recording, w: Weights, writes: Tensor) -> Tensor
     (with a loss at the last token, all but one)."""
     g = _final_grad(rec, w)
     rows = g.abs().sum(-1).nonzero().flatten()
-    out = torch.zeros(g.shape[0], writes.shape[1])
+    out = g.new_zeros(g.shape[0], writes.shape[1])
     out[rows] = g[rows] @ writes
     return out
 
@@ -204,7 +204,7 @@ def attn_direct(rec: Recording, w: Weights, layer: int | None) -> Tensor:
     assert layer is not None
     g = _final_grad(rec, w)
     rows = g.abs().sum(-1).nonzero().flatten()
-    projected = torch.zeros(g.shape[0], *_value_writes(rec, w, layer).shape[:2])
+    projected = g.new_zeros(g.shape[0], *_value_writes(rec, w, layer).shape[:2])
     projected[rows] = torch.einsum("khd,qd->qkh", _value_writes(rec, w, layer), g[rows])
     return _act(rec, "attn.qk_probs", layer) * projected
 
