@@ -90,6 +90,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=None, help="timed repetitions (default 3, --quick 2)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up rounds (default 1)")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    p.add_argument("--warm-cache", action="store_true",
+                   help="keep the server's cache of neurons' and latents' scored tokens between the "
+                   "repeated requests (default: off, the cost of a request whose nodes are all new)")
     p.add_argument("--profile", action="store_true", help="also profile one /batched_tdb request")
     p.add_argument("--profile-only", action="store_true", help="only the profile")
     p.add_argument("--child", choices=["baseline", "server", "profile"], help=argparse.SUPPRESS)
@@ -302,7 +305,10 @@ def _debugger(args: argparse.Namespace) -> tuple[Any, Any, list[int], str]:
     from neuron_explainer.activation_server.processing import Debugger
 
     model, enc, tokens = _setup(args)
-    return Debugger(model, enc, "bench"), enc, tokens, enc.decode(tokens)
+    debugger = Debugger(model, enc, "bench")
+    if not args.warm_cache:  # every request as if its nodes had never been listed before
+        debugger.scored_cache_size = 0
+    return debugger, enc, tokens, enc.decode(tokens)
 
 
 class _Memory:
@@ -546,7 +552,7 @@ def child_profile(args: argparse.Namespace) -> None:
     att.wrap(processing, "run", "inference.run (forward + backward, recording)")
     att.wrap(scalars, "compute", lambda name, rec, w, layer: "" if (name, layer) in rec.derived else f"scalars.compute: {name}")
     D = processing.Debugger
-    att.wrap(D, "_top_k_nodes", lambda self, spec, rec: f"_top_k_nodes (cat + topk), k={spec.top_and_bottom_k}")
+    att.wrap(D, "_top_k_nodes", lambda self, spec, rec, *_: f"_top_k_nodes (cat + topk), k={spec.top_and_bottom_k}")
     att.wrap(D, "_multiple_top_k", lambda self, spec, rec, nodes: f"_multiple_top_k ({len(nodes)} nodes)")
     att.wrap(D, "_scored_tokens", lambda self, spec, rec, nodes: f"_scored_tokens: {spec.token_scoring_type.value}")
     att.wrap(D, "_top_tokens", "  _top_tokens (topk over the vocabulary + TokenAndScalar objects)")

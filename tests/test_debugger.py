@@ -276,3 +276,38 @@ def test_layer_sums_for_the_viewer_are_each_layers_direct_effect(debugger: Debug
         want_attn = direct_effect(cache[f"blocks.{i}.resid.delta_attn"][0, -1] - blk.attn.out_proj.bias)
         assert mlp[i] == pytest.approx(want_mlp, rel=1e-4, abs=1e-5)
         assert attn[i] == pytest.approx(want_attn, rel=1e-4, abs=1e-5)
+
+
+def test_shared_rankings_and_cached_scored_tokens_change_nothing(debugger: Debugger) -> None:
+    """The TDB request's k=1 steps slice the node table's ranking, and static nodes' scored
+    tokens are cached across requests: the answers must be those of a brute-force ranking and
+    of a cold cache."""
+    d = debugger
+    spec = S.TdbRequestSpec(
+        prompt=PROMPT, target_tokens=[TARGET], distractor_tokens=[DISTRACTOR],
+        component_type_for_mlp=S.ComponentTypeForMlp.NEURON,
+        component_type_for_attention=S.ComponentTypeForAttention.ATTENTION_HEAD,
+        top_and_bottom_k_for_node_table=7, hide_early_layers_when_ablating=False, node_ablations=[],
+    )
+    request = S.BatchedTdbRequest(sub_requests=[spec])
+    d._scored_cache.clear()
+    cold = d.batched_tdb(request).inference_sub_responses[0]
+    assert d._scored_cache, "neurons' scored tokens are cached"
+    warm = d.batched_tdb(request).inference_sub_responses[0]
+    assert warm.processing_response_data_by_name == cold.processing_response_data_by_name
+
+    # componentSumsForTokenDisplay (k=1): each group's largest and smallest value over every
+    # node of every layer, found here by brute force
+    step = cold.processing_response_data_by_name["componentSumsForTokenDisplay"]
+    sub = d.tdb_to_sub_request(spec, "s")
+    token_step = sub.processing_request_spec_by_name["componentSumsForTokenDisplay"]
+    names = sorted({dst.value for dsts in token_step.dst_list_by_group_id.values() for dst in dsts})
+    acts, grads = sc.sites_needed(names, d.n_layers)
+    parsed = d._parse(sub.inference_request_spec, "s")
+    (rec,) = run(d.model, [parsed.request], sorted(acts, key=repr), sorted(grads, key=repr))
+    for group, dsts in token_step.dst_list_by_group_id.items():
+        everything = torch.cat([x.flatten() for dst in dsts for _, x in d._layer_tensors(dst.value, rec)])
+        got = step.activations_by_group_id[group]
+        assert max(got) == pytest.approx(float(everything.max()), abs=1e-6), group
+        if not group.exclude_bottom_k:
+            assert min(got) == pytest.approx(float(everything.min()), abs=1e-6), group

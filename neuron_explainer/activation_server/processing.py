@@ -55,6 +55,7 @@ _TRACE_LOCATION = {  # the pre-activation differentiated when tracing a node
     "attention_autoencoder_latent": sc.ATTN_LATENTS,
 }
 _SCORED_TOKENS = 10  # top and bottom tokens per node in the TDB node table
+_SCORED_CACHE_SIZE = 4096  # entries (a node's 2 x 10 tokens, a few kB each)
 _PROMPT_LENGTH_LIMIT = 500  # for batched top-k requests, as in the original server
 
 
@@ -83,6 +84,9 @@ class Debugger:
         self.weights = sc.Weights(model)
         self.n_layers = model.cfg.n_layers
         self.token_strings = [self._decode_one(i) for i in range(enc.n_vocab)]
+        # scored tokens of nodes whose scores depend on the weights alone, across requests
+        self._scored_cache: dict[tuple[Any, ...], S.TopTokens] = {}
+        self.scored_cache_size = _SCORED_CACHE_SIZE  # 0: no cache
 
     def _decode_one(self, token: int) -> str:
         try:
@@ -273,10 +277,11 @@ class Debugger:
         # Node sets of top-k steps are unioned by step name across the batch.
         nodes_by_name: dict[str, list[S.MirroredNodeIndex]] = {}
         for sub, rec in zip(subs, recordings, strict=True):
+            rankings: dict[Any, list[tuple[int, int]]] = {}  # shared by this prompt's top-k steps
             for name, spec in sub.processing_request_spec_by_name.items():
                 if isinstance(spec, S.MultipleTopKDerivedScalarsRequestSpec):
                     nodes_by_name.setdefault(name, [])
-                    nodes_by_name[name] += self._top_k_nodes(spec, rec)
+                    nodes_by_name[name] += self._top_k_nodes(spec, rec, rankings)
         nodes_by_name = {k: list(dict.fromkeys(v)) for k, v in nodes_by_name.items()}
 
         responses = []
@@ -366,9 +371,14 @@ class Debugger:
     def _restrict(self, x: Tensor, token_index: int | None) -> Tensor:
         return x if token_index is None else x[token_index : token_index + 1 or None]
 
-    def _top_k_nodes(self, spec: S.MultipleTopKDerivedScalarsRequestSpec, rec: Recording) -> list[S.MirroredNodeIndex]:
+    def _top_k_nodes(
+        self, spec: S.MultipleTopKDerivedScalarsRequestSpec, rec: Recording, rankings: dict[Any, list[tuple[int, int]]] | None = None
+    ) -> list[S.MirroredNodeIndex]:
         """The union over groups of each group's top (and, unless the group is non-negative,
-        bottom) k nodes across all its scalars and layers."""
+        bottom) k nodes across all its scalars and layers. `rankings` memoizes each ranking for
+        the prompt, so a later step asking for fewer nodes of the same scalars (the TDB
+        request's k=1 steps after its node table) slices it instead of ranking again."""
+        rankings = {} if rankings is None else rankings
         nodes: list[S.MirroredNodeIndex] = []
         for group, dsts in spec.dst_list_by_group_id.items():
             segments = [
@@ -377,19 +387,14 @@ class Debugger:
                 for layer, x in self._layer_tensors(dst.value, rec)
             ]
             directions = [True] if group.exclude_bottom_k else [True, False]
+            n_total = sum(x.numel() for _, _, x in segments)
+            want = n_total if spec.top_and_bottom_k is None else min(spec.top_and_bottom_k, n_total)
             for largest in directions:
-                # each segment's own top k first, then the top k of those few candidates: the
-                # same answer as one top-k over everything, without concatenating millions
-                values, where = [], []
-                for seg, (_, _, x) in enumerate(segments):
-                    k = x.numel() if spec.top_and_bottom_k is None else min(spec.top_and_bottom_k, x.numel())
-                    top = x.flatten().topk(k, largest=largest)
-                    values.append(top.values)
-                    where += [(seg, i) for i in top.indices.tolist()]
-                candidates = torch.cat(values)
-                k = candidates.numel() if spec.top_and_bottom_k is None else min(spec.top_and_bottom_k, candidates.numel())
-                for p in candidates.topk(k, largest=largest).indices.tolist():
-                    seg, flat_index = where[p]
+                key = (tuple(dsts), spec.token_index, largest)
+                ranked = rankings.get(key)
+                if ranked is None or len(ranked) < want:
+                    ranked = rankings[key] = self._rank(segments, want, largest)
+                for seg, flat_index in ranked[:want]:
                     dst_name, layer, x = segments[seg]
                     tensor_indices = list(_unravel(flat_index, x.shape))
                     if spec.token_index is not None:
@@ -403,6 +408,19 @@ class Debugger:
                         )
                     )
         return nodes
+
+    @staticmethod
+    def _rank(segments: list[tuple[str, int | None, Tensor]], k: int, largest: bool) -> list[tuple[int, int]]:
+        """The k largest (smallest) entries over all segments, best first, as (segment, flat
+        index): each segment's own top k first, then the top k of those few candidates (the
+        same answer as one top-k over everything, without concatenating millions)."""
+        values, where = [], []
+        for seg, (_, _, x) in enumerate(segments):
+            top = x.flatten().topk(min(k, x.numel()), largest=largest)
+            values.append(top.values)
+            where += [(seg, i) for i in top.indices.tolist()]
+        candidates = torch.cat(values)
+        return [where[p] for p in candidates.topk(min(k, candidates.numel()), largest=largest).indices.tolist()]
 
     def _value_at(self, dsts: Sequence[S.DerivedScalarType], node: S.MirroredNodeIndex, rec: Recording) -> float:
         for dst in dsts:
@@ -527,19 +545,39 @@ class Debugger:
 
     def _scored_tokens(self, spec: S.ScoredTokensRequestSpec, rec: Recording, nodes: list[S.MirroredNodeIndex]) -> S.ScoredTokensResponseData:
         writes = spec.token_scoring_type == S.TokenScoringType.UPVOTED_OUTPUT_TOKENS
+        keys = [self._static_scores_key(n, spec) for n in nodes]
+        results: list[S.TopTokens | None] = [None if k is None else self._scored_cache.get(k) for k in keys]
+        todo = [i for i, r in enumerate(results) if r is None]
         with torch.no_grad():
-            vectors = [
-                self._node_write(n, rec) if writes else self._node_read(n, rec, spec.token_scoring_type)
-                for n in nodes
-            ]
-            present = [v for v in vectors if v is not None]
+            vectors = {
+                i: self._node_write(nodes[i], rec) if writes else self._node_read(nodes[i], rec, spec.token_scoring_type)
+                for i in todo
+            }
+            present = [(i, v) for i, v in vectors.items() if v is not None]
             if present:  # one matmul with the vocabulary for all nodes
-                stacked = torch.stack(present)
+                stacked = torch.stack([v for _, v in present])
                 scores = self._unembed(stacked) if writes else self.weights.read_embeddings(stacked)
-        tops = iter(self._top_tokens(scores, spec.num_tokens) if present else [])
-        return S.ScoredTokensResponseData(
-            node_indices=nodes, top_tokens_list=[None if v is None else next(tops) for v in vectors]
-        )
+                for (i, _), top in zip(present, self._top_tokens(scores, spec.num_tokens), strict=True):
+                    results[i] = top
+                    key = keys[i]
+                    if key is not None:
+                        self._remember_scores(key, top)
+        return S.ScoredTokensResponseData(node_indices=nodes, top_tokens_list=results)
+
+    def _static_scores_key(self, node: S.MirroredNodeIndex, spec: S.ScoredTokensRequestSpec) -> tuple[Any, ...] | None:
+        """A cache key for the node's scored tokens when they depend on the weights alone (a
+        neuron's or a latent's write or read direction), None when they depend on the prompt
+        (a head's write depends on its value vector, its Q/K reads on the other side)."""
+        if node.node_type.value not in ("mlp_neuron", "mlp_autoencoder_latent", "attention_autoencoder_latent"):
+            return None
+        return (spec.token_scoring_type, spec.num_tokens, node.node_type, node.layer_index, node.tensor_indices[-1])
+
+    def _remember_scores(self, key: tuple[Any, ...], top: S.TopTokens) -> None:
+        if self.scored_cache_size <= 0:
+            return
+        if len(self._scored_cache) >= self.scored_cache_size:
+            self._scored_cache.pop(next(iter(self._scored_cache)))  # the oldest entry
+        self._scored_cache[key] = top
 
     def _token_pair_attribution(self, spec: S.TokenPairAttributionRequestSpec, rec: Recording, nodes: list[S.MirroredNodeIndex]) -> S.TokenPairAttributionResponseData:
         """For attention-autoencoder latents: which attended-to tokens their input came from.
