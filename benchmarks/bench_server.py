@@ -66,7 +66,7 @@ from pathlib import Path
 from typing import Any
 
 TARGET, DISTRACTOR = " Canada", " Germany"
-TARGETS = {"full": 2.0}  # max ratio to the baseline
+TARGETS = {"full": 1.5}  # max ratio to the baseline (the developers' guide)
 MEMORY_TARGET_GIB = 1.5
 FILLER = (
     " The capital of France is Paris, and the capital of Germany is Berlin."
