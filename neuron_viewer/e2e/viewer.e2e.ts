@@ -26,7 +26,7 @@ afterAll(async () => {
 });
 
 describe("welcome page", () => {
-  it("shows the model, its layers and node counts, and links into the debugger", async () => {
+  it("shows the model, its layers and node counts, links into the debugger, and finds a node", async () => {
     await page.goto(`${baseUrl}/`);
     await page.getByTestId("welcome-page").waitFor();
     expect(Number(await page.getByTestId("n-layers").textContent())).toBeGreaterThan(0);
@@ -44,6 +44,15 @@ describe("welcome page", () => {
     }
     expect(await page.getByTestId("example-link").getAttribute("href")).toContain(`/${model}/tdb?prompt=`);
     await screenshot(page, "welcome");
+
+    // search by layer and index opens that node's page
+    const search = page.getByTestId("node-search");
+    await search.getByLabel("layer").selectOption("1");
+    await search.getByLabel("index").fill("5");
+    await search.getByRole("button", { name: "Open node page" }).click();
+    await page.waitForURL(new RegExp(`/${model}/mlp_neuron/1/5`));
+    await page.getByTestId("node-page").waitFor();
+    expect(await page.getByTestId("node-title").textContent()).toContain("MLP neuron");
   });
 });
 
