@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_server import DISTRACTOR, TARGET, build_prompt, request_bodies
+from bench_server import baseline_fn, build_prompt, request_bodies
 
 from neuron_explainer.activation_server import schemas as S
 from neuron_explainer.activation_server.processing import Debugger
@@ -149,24 +149,11 @@ def cost(device: str, reps: int) -> list[str]:
     model = frozen(Transformer(cfg).init_weights(seed=0).eval().to(device))
     enc = get_tokenizer()
     prompt = build_prompt(enc, 64)
-    tokens = torch.tensor([enc.encode(prompt, allowed_special="all")], device=device)
-    t, x = enc.encode(TARGET)[0], enc.encode(DISTRACTOR)[0]
-
-    def bare() -> None:
-        leaf: list[torch.Tensor] = []
-
-        def make_leaf(h: torch.Tensor) -> torch.Tensor:
-            h = h.detach().requires_grad_(True)
-            leaf.append(h)
-            return h
-
-        with torch.enable_grad(), model.hooks(fwd={"resid.post_emb": make_leaf}):
-            logits = model(tokens)
-            (logits[0, -1, t] - logits[0, -1, x]).backward()
-
+    bare = baseline_fn(model, enc.encode(prompt, allowed_special="all"), enc)
     debugger = Debugger(model, enc, "gpt2-small-size")
-    body = S.BatchedTdbRequest.model_validate(request_bodies(prompt, 64, 12, 3072)["full"])
-    ablated = S.BatchedTdbRequest.model_validate(request_bodies(prompt, 64, 12, 3072)["ablated"])
+    bodies = request_bodies(prompt, 64, 12, 3072)
+    body = S.BatchedTdbRequest.model_validate(bodies["full"])
+    ablated = S.BatchedTdbRequest.model_validate(bodies["ablated"])
 
     def timed(fn: Callable[[], Any]) -> list[float]:
         fn()  # warm-up (kernels, caches)
@@ -199,6 +186,8 @@ def main() -> None:
     ap.add_argument("--atol", type=float, default=1e-3)
     ap.add_argument("--verbose", action="store_true", help="list the nodes listed on one side only")
     args = ap.parse_args()
+    if args.reps < 1:
+        raise SystemExit("error: --reps must be at least 1")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("error: no CUDA device here (torch.cuda.is_available() is False)")
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"

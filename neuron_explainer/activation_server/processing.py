@@ -547,11 +547,11 @@ class Debugger:
         writes = spec.token_scoring_type == S.TokenScoringType.UPVOTED_OUTPUT_TOKENS
         keys = [self._static_scores_key(n, spec) for n in nodes]
         results: list[S.TopTokens | None] = [None if k is None else self._scored_cache.get(k) for k in keys]
-        todo = [i for i, r in enumerate(results) if r is None]
+        missing = [i for i, r in enumerate(results) if r is None]
         with torch.no_grad():
             vectors = {
                 i: self._node_write(nodes[i], rec) if writes else self._node_read(nodes[i], rec, spec.token_scoring_type)
-                for i in todo
+                for i in missing
             }
             present = [(i, v) for i, v in vectors.items() if v is not None]
             if present:  # one matmul with the vocabulary for all nodes
