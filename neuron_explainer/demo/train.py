@@ -228,6 +228,10 @@ def main(argv: list[str] | None = None) -> None:
     stream = build_stream(args, enc)
     # the corpus's last tokens are a validation split that training never reads (heldout/ is
     # for evaluate.py); with many epochs over a small corpus this is what shows overfitting
+    if not 0 < args.val_tokens <= len(stream.corpus) // 2:
+        raise SystemExit(
+            f"error: --val-tokens must be between 1 and half the corpus ({len(stream.corpus) // 2})"
+        )
     val = stream.corpus[-args.val_tokens :]
     stream.corpus = stream.corpus[: -args.val_tokens]
     best_val = ckpt.get("best_val", math.inf) if ckpt is not None else math.inf
