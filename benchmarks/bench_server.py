@@ -187,7 +187,7 @@ def baseline_fn(model: Any, tokens: list[int], enc: Any) -> Callable[[], float]:
     embeddings only (weights are frozen; the embedding output is made a leaf)."""
     import torch
 
-    x = torch.tensor([tokens])
+    x = torch.tensor([tokens], device=model.device)
     target, distractor = enc.encode(TARGET)[0], enc.encode(DISTRACTOR)[0]
     leaf: list[Any] = []
 
