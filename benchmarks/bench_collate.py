@@ -55,7 +55,7 @@ def make_model(args: argparse.Namespace, autoencoders: bool) -> Transformer:
     model.requires_grad_(False)
     if autoencoders:
         for i, (kind, reads, width) in enumerate(
-            (("mlp", "mlp.post_act", cfg.d_ff), ("attention", "resid.delta_attn", cfg.d_model))
+            (("mlp", "mlp.post_act", cfg.d_mlp), ("attention", "resid.delta_attn", cfg.d_model))
         ):
             aes = []
             for layer in range(cfg.n_layers):

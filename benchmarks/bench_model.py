@@ -53,7 +53,7 @@ def hf_copy(model: Transformer) -> Any:
         n_layer=cfg.n_layers,
         n_head=cfg.n_heads,
         n_positions=cfg.ctx_window,
-        n_inner=cfg.d_ff,
+        n_inner=cfg.d_mlp,
         vocab_size=cfg.n_vocab,
         layer_norm_epsilon=cfg.layer_norm_eps,
         activation_function="gelu_new",

@@ -388,7 +388,7 @@ def measure(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         _torch(args)
         debugger, enc, tokens, prompt = _debugger(args)  # loads while the server loads
         model = debugger.model
-        bodies = request_bodies(prompt, len(tokens), model.cfg.n_layers, model.cfg.d_ff)
+        bodies = request_bodies(prompt, len(tokens), model.cfg.n_layers, model.cfg.d_mlp)
         tdb_request = S.BatchedTdbRequest.model_validate(bodies["full"])
         step = baseline_fn(model, tokens, enc)
         assert server.stdout is not None
@@ -514,7 +514,7 @@ def child_profile(args: argparse.Namespace) -> None:
 
     debugger, enc, tokens, prompt = _debugger(args)
     model = debugger.model
-    bodies = request_bodies(prompt, len(tokens), model.cfg.n_layers, model.cfg.d_ff)
+    bodies = request_bodies(prompt, len(tokens), model.cfg.n_layers, model.cfg.d_mlp)
     raw = orjson.dumps(bodies["full"])
     app = create_app(debugger)
     route = next(r for r in app.routes if isinstance(r, APIRoute) and r.path == "/batched_tdb")

@@ -168,7 +168,7 @@ def family_specs(model: Any, dsts: Sequence[str] | None = None) -> list[FamilySp
     aes = _autoencoders(model)
     specs = []
     for layer in range(cfg.n_layers):
-        specs.append(FamilySpec("mlp_post_act", layer, cfg.d_ff))
+        specs.append(FamilySpec("mlp_post_act", layer, cfg.d_mlp))
         specs.append(FamilySpec("attn_write_norm", layer, cfg.n_heads))
         for _at, ae, latents in aes.get("mlp", []):
             if latents.startswith(f"blocks.{layer}."):
@@ -240,12 +240,16 @@ class Recorder:
         self._latents: dict[tuple[str, int], str] = {}
         self._encoders: dict[int, Tensor] = {}
         aes = _autoencoders(model)
+        # a head's write passes through the post-attention norm, when the family has one
+        self._scale = model.write_scale_location("attn")
         for s in self.specs:
             p = f"blocks.{s.layer}."
             if s.dst == "mlp_post_act":
                 names.add(p + "mlp.post_act")
             elif s.dst in TOKEN_PAIR_DSTS:
                 names |= {p + "attn.qk_probs", p + "attn.v"}
+                if self._scale is not None:
+                    names.add(p + self._scale)
             if s.dst in (
                 "mlp_autoencoder_latent",
                 "attention_autoencoder_latent",
@@ -263,14 +267,12 @@ class Recorder:
         self._gram: dict[int, Tensor] = {}
         self._w_to_latent: dict[int, Tensor] = {}
         for layer in layers:
-            w = model.xf_layers[layer].attn.out_proj.weight.view(cfg.d_model, self.h, self.dh)
+            w = model.head_write(layer).float()  # (h, d_head, d_model)
             if "attn_write_norm" in dsts:
-                self._gram[layer] = torch.einsum("dhe,dhf->hef", w.float(), w.float())
+                self._gram[layer] = torch.einsum("hed,hfd->hef", w, w)
             if layer in self._encoders:
                 # (h, d_head, n_latents): what each value channel writes onto each encoder row
-                self._w_to_latent[layer] = torch.einsum(
-                    "dhe,ld->hel", w.float(), self._encoders[layer].float()
-                )
+                self._w_to_latent[layer] = torch.einsum("hed,ld->hel", w, self._encoders[layer].float())
         self.n_layers = cfg.n_layers
         self._tril: dict[tuple[int, str], Tensor] = {}
 
@@ -281,6 +283,15 @@ class Recorder:
             rows, cols = torch.tril_indices(s, s, device=device)
             self._tril[key] = rows * s + cols
         return self._tril[key]
+
+    def _pair_inputs(self, cache: dict[str, Tensor], p: str) -> tuple[Tensor, Tensor]:
+        """Attention probabilities (b, h, q, k), divided by the post-attention norm's scale at
+        each query when there is one (so that probs * value write is what joins the residual
+        stream), and values per query head (b, k, h, e)."""
+        probs = cache[p + "attn.qk_probs"].float()
+        if self._scale is not None:
+            probs = probs / cache[p + self._scale].float()[:, None, :, :]
+        return probs, self.model.expand_kv(cache[p + "attn.v"].float())
 
     @torch.no_grad()
     def capture(self, tokens: Tensor) -> dict[str, Tensor]:
@@ -326,15 +337,13 @@ class Recorder:
                     acts = cache[self._latents[(kind, spec.layer)]]
                 yield spec, slice(0, spec.n_nodes), acts.float().transpose(1, 2).contiguous()
             elif spec.dst == "attn_write_norm":
-                probs = cache[p + "attn.qk_probs"].float()  # (b, h, q, k)
-                v = cache[p + "attn.v"].float()  # (b, k, h, e)
+                probs, v = self._pair_inputs(cache, p)  # (b, h, q, k), (b, k, h, e)
                 vg = torch.einsum("bkhe,hef->bkhf", v, self._gram[spec.layer])
                 norms = (vg * v).sum(-1).clamp(min=0).sqrt()  # (b, k, h)
                 wn = probs * norms.permute(0, 2, 1)[:, :, None, :]  # (b, h, q, k)
                 yield spec, slice(0, spec.n_nodes), wn.reshape(b, -1, s * s).index_select(2, tril)
             else:  # flattened_attn_write_to_latent_summed_over_heads
-                probs = cache[p + "attn.qk_probs"].float()
-                v = cache[p + "attn.v"].float()
+                probs, v = self._pair_inputs(cache, p)
                 # d latent / d pre-activation: 1 where the latent is active (ReLU / TopK)
                 active = (cache[self._latents[("attention", spec.layer)]] != 0).float()
                 active = active.transpose(1, 2)  # (b, l, q)
@@ -368,8 +377,7 @@ class Recorder:
     ) -> Iterator[tuple[FamilySpec, slice, slice, FamilyBatch]]:
         b, s = tokens.shape
         p = f"blocks.{spec.layer}."
-        probs = cache[p + "attn.qk_probs"].float()  # (b, h, q, k)
-        v = cache[p + "attn.v"].float()  # (b, k, h, e)
+        probs, v = self._pair_inputs(cache, p)  # (b, h, q, k), (b, k, h, e)
         active = cache[self._latents[("attention", spec.layer)]] != 0  # (b, q, l)
         w = self._w_to_latent[spec.layer]  # (h, e, l)
         tril = self._tril_flat(s, tokens.device)

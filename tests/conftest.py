@@ -158,7 +158,7 @@ def _tiny_debugger(with_autoencoders: bool) -> Any:
     if with_autoencoders:
         n = model.cfg.n_layers
         for kind, reads, width, seed in (
-            ("mlp", "mlp.post_act", model.cfg.d_ff, 10),
+            ("mlp", "mlp.post_act", model.cfg.d_mlp, 10),
             ("attention", "resid.delta_attn", model.cfg.d_model, 20),
         ):
             spec = AutoencoderSpec(reads=reads, kind=kind, location="unused", n_layers=n)  # type: ignore[arg-type]

@@ -110,7 +110,7 @@ def _model(with_autoencoders: bool = True) -> Transformer:
     model.requires_grad_(False)
     if with_autoencoders:
         for kind, reads, width, seed in (
-            ("mlp", "mlp.post_act", cfg.d_ff, 10),
+            ("mlp", "mlp.post_act", cfg.d_mlp, 10),
             ("attention", "resid.delta_attn", cfg.d_model, 20),
         ):
             spec = AutoencoderSpec(reads=reads, kind=kind, location="unused", n_layers=2)  # type: ignore[arg-type]

@@ -40,7 +40,7 @@ def debugger() -> Debugger:
 
 
 def _tokens(d: Debugger, text: str = PROMPT) -> list[int]:
-    return d.enc.encode(text, allowed_special="all")
+    return d.tokenizer.encode(text)
 
 
 def _loss(d: Debugger) -> LogitDiffLoss:
@@ -62,7 +62,7 @@ def test_direct_effects_sum_to_the_logit_difference(debugger: Debugger) -> None:
         "mlp_write_to_final_residual_grad",
         "unflattened_attn_write_to_final_residual_grad",
     ]
-    acts, grads = sc.sites_needed(names, m.cfg.n_layers)
+    acts, grads = sc.sites_needed(names, m)
     (rec,) = run(m, [PromptRequest(_tokens(d), [DETACH_LN_F], _loss(d))], sorted(acts, key=repr), sorted(grads, key=repr))
     total = sum(float(x.sum()) for name in names for _, x in d._layer_tensors(name, rec))
     # what the direct effects leave out: the biases written to the residual stream and the
@@ -188,7 +188,7 @@ def test_results_do_not_depend_on_the_rest_of_the_batch(debugger: Debugger) -> N
     other = "<|endoftext|>When Alice and Bob went to the park, Bob gave a ball to"
     assert len(_tokens(d, other)) == len(_tokens(d, PROMPT))
     names = ["mlp_act_times_grad", "unflattened_attn_act_times_grad", "token_attribution"]
-    acts, grads = sc.sites_needed(names, m.cfg.n_layers)
+    acts, grads = sc.sites_needed(names, m)
     alone = run(m, [PromptRequest(_tokens(d), [DETACH_LN_F], _loss(d))], sorted(acts, key=repr), sorted(grads, key=repr))
     ablate = Ablation(Site("mlp.post_act", 0), (3, 5), 0.0)
     batch = run(
@@ -302,7 +302,7 @@ def test_shared_rankings_and_cached_scored_tokens_change_nothing(debugger: Debug
     sub = d.tdb_to_sub_request(spec, "s")
     token_step = sub.processing_request_spec_by_name["componentSumsForTokenDisplay"]
     names = sorted({dst.value for dsts in token_step.dst_list_by_group_id.values() for dst in dsts})
-    acts, grads = sc.sites_needed(names, d.n_layers)
+    acts, grads = sc.sites_needed(names, d.model)
     parsed = d._parse(sub.inference_request_spec, "s")
     (rec,) = run(d.model, [parsed.request], sorted(acts, key=repr), sorted(grads, key=repr))
     for group, dsts in token_step.dst_list_by_group_id.items():

@@ -6,6 +6,7 @@ Everything here is offline and CPU-only: "remote" checkpoints are served by the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -25,7 +26,6 @@ from neuron_explainer.models.loading import (
     save_model,
 )
 from neuron_explainer.models.transformer import (
-    BLOCK_LOCATIONS,
     MODEL_LOCATIONS,
     Transformer,
     TransformerConfig,
@@ -154,9 +154,8 @@ def test_hf_folder_matches_transformers(tmp_path: Path, activation: str, variant
     if variant == "sharded":
         assert (folder / "model.safetensors.index.json").is_file()
     ours = load_model(folder)
-    assert ours.cfg == TransformerConfig(
-        ctx_window=32, d_model=64, n_layers=2, n_heads=4, n_vocab=211, enc="gpt2"
-    )
+    expected = TransformerConfig(ctx_window=32, d_model=64, n_layers=2, n_heads=4, n_vocab=211)
+    assert ours.cfg == dataclasses.replace(expected, tie_embeddings=True, extra={"model_type": "gpt2"})
     assert not ours.training
     assert model_source(ours) == str(tmp_path / "hf")
     assert ours.tokenizer_path == "gpt2"
@@ -169,14 +168,16 @@ def test_hf_untied_unembedding_and_custom_mlp_width(tmp_path: Path) -> None:
         hf.lm_head.weight.copy_(torch.randn_like(hf.lm_head.weight))
     assert not torch.equal(hf.lm_head.weight, hf.transformer.wte.weight)
     ours = load_model(save_hf(hf, tmp_path / "hf", "safetensors"))
-    assert ours.cfg.d_ff == 96
+    assert ours.cfg.d_mlp == 96
     compare_with_hf(ours, hf)
 
 
-def test_hf_tied_weights_get_their_own_storage(tmp_path: Path) -> None:
-    ours = load_model(save_hf(hf_model(), tmp_path / "hf", "bin"))
-    assert ours.unembed.weight.data_ptr() != ours.tok_embed.weight.data_ptr()
-    save_model(ours, tmp_path / "ours")  # safetensors refuses shared storage
+def test_hf_tied_weights_share_memory_and_still_save(tmp_path: Path) -> None:
+    # save_pretrained drops the tied lm_head: the unembedding is the embedding, loaded once
+    ours = load_model(save_hf(hf_model(), tmp_path / "hf", "safetensors"))
+    assert ours.unembed.weight.data_ptr() == ours.tok_embed.weight.data_ptr()
+    again = load_model(save_model(ours, tmp_path / "ours"))  # safetensors refuses shared storage
+    assert torch.equal(again.unembed.weight, ours.tok_embed.weight)
 
 
 def test_hf_refuses_other_activations(tmp_path: Path) -> None:
@@ -191,10 +192,10 @@ def test_hf_refuses_other_activations(tmp_path: Path) -> None:
 
 def test_hf_refuses_other_model_types(tmp_path: Path) -> None:
     folder = save_hf(hf_model(), tmp_path / "hf", "safetensors")
-    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (folder / "config.json").write_text(json.dumps({"model_type": "mamba"}))
     with pytest.raises(ModelLoadError) as e:
         load_model(folder)
-    assert "'llama'" in one_line(e)
+    assert "'mamba'" in one_line(e) and "gpt2" in str(e.value)
 
 
 @pytest.mark.parametrize("repo_id", ["gpt2", "openai-community/gpt2"])
@@ -258,7 +259,7 @@ def test_custom_tokenizer_travels_with_the_model(tmp_path: Path) -> None:
     tok_dir.mkdir()
     (tok_dir / "tok.tiktoken").write_text("YQ== 0\nYg== 1\n")
     (tok_dir / "tok.json").write_text("{}")
-    cfg = TransformerConfig(**{**CFG.to_dict(), "enc": "tok.tiktoken"})
+    cfg = dataclasses.replace(CFG, tokenizer="tok.tiktoken")
     assert model_tokenizer(cfg, tok_dir) == str(tok_dir / "tok.tiktoken")
     assert model_tokenizer(CFG, None) == "gpt2"
     with pytest.raises(ModelLoadError) as e:
@@ -285,7 +286,7 @@ def write_openai_layout(
     model: Transformer, folder: Path, *, n_vocab_in_config: bool = False
 ) -> Path:
     config = {
-        k: v for k, v in model.cfg.to_dict().items() if k not in ("n_vocab", "layer_norm_eps")
+        k: v for k, v in model.cfg.to_openai().items() if k not in ("n_vocab", "layer_norm_eps")
     }
     if n_vocab_in_config:
         config["n_vocab"] = model.cfg.n_vocab
@@ -489,7 +490,7 @@ def test_empty_hooks_change_nothing() -> None:
     names = list(MODEL_LOCATIONS) + [
         hook_name(loc, i)
         for i in range(model.cfg.n_layers)
-        for loc in BLOCK_LOCATIONS
+        for loc in model.block_locations()
         if loc not in ("attn.qk_logits", "attn.qk_probs", "attn.head_out")
     ]
     calls: list[str] = []

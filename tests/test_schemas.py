@@ -856,10 +856,9 @@ def test_read_and_explainer_responses_shape() -> None:
         has_attention_autoencoder=True,
         attention_autoencoder_name="ae-resid-delta-attn-v4",
         n_layers=12,
-    ).model_dump(mode="json") == {
+    ).model_dump(mode="json", exclude_none=True) == {
         "modelName": "gpt2-small",
         "hasMlpAutoencoder": False,
-        "mlpAutoencoderName": None,
         "hasAttentionAutoencoder": True,
         "attentionAutoencoderName": "ae-resid-delta-attn-v4",
         "nLayers": 12,

@@ -277,6 +277,17 @@ def test_model_info(client: TestClient, ae_client: TestClient) -> None:
         "hasAttentionAutoencoder": False,
         "attentionAutoencoderName": None,
         "nLayers": 2,
+        # ours: the family and the shapes (the tiny model has d_model 64 and 4 heads)
+        "family": "gpt2",
+        "dModel": 64,
+        "nHeads": 4,
+        "nKvHeads": 4,
+        "dHead": 16,
+        "dMlp": 256,
+        "nVocab": 50257,
+        "ctxWindow": 64,
+        "nMlpAutoencoderLatents": None,
+        "nAttentionAutoencoderLatents": None,
     }
     info = post_ok(ae_client, "/model_info", None, S.ModelInfoResponse)
     assert info["hasMlpAutoencoder"] and info["hasAttentionAutoencoder"]

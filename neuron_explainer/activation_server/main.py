@@ -224,8 +224,7 @@ def build_debugger(args: argparse.Namespace) -> Debugger:
     import torch
 
     from neuron_explainer.models.autoencoder import attach, load_autoencoder_set
-    from neuron_explainer.models.loading import load_model
-    from neuron_explainer.models.tokenizer import get_tokenizer
+    from neuron_explainer.models.loading import load_model, tokenizer_of
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
     device = args.device or ("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu")
@@ -244,15 +243,16 @@ def build_debugger(args: argparse.Namespace) -> Debugger:
                 for p in ae.parameters():
                     p.requires_grad_(False)
             names[kind] = name
-    enc = get_tokenizer(model.tokenizer_path)
-    return Debugger(model, enc, args.model_name or args.model, names.get("mlp"), names.get("attention"))
+    return Debugger(model, tokenizer_of(model), args.model_name or args.model, names.get("mlp"), names.get("attention"))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Transformer Debugger activation server")
     p.add_argument("--model", default="demo",
-                   help="registry name (demo: the bundled offline model; gpt2-small, ...) or a model folder / URL")
-    p.add_argument("--model-path", help="a local model folder (OpenAI, Hugging Face or our layout); overrides --model")
+                   help="registry name (demo: the bundled offline model; gpt2-small, ...), a Hugging Face repo id "
+                   "(EleutherAI/pythia-70m, fetched once into the hub cache) or a model folder / URL")
+    p.add_argument("--model-path", help="a local model folder (OpenAI, Hugging Face: GPT-2, GPT-NeoX/Pythia, Llama, Mistral, "
+                   "Qwen2/3, Gemma 2; or our layout); overrides --model")
     p.add_argument("--model-name", help="name reported by /model_info (default: --model)")
     p.add_argument("--mlp-autoencoder", help="autoencoder set name (e.g. ae-mlp-post-act-v4) or folder "
                    "(default for the demo model: demo-mlp)")

@@ -35,6 +35,7 @@ from neuron_explainer.debugger.inference import (
     Trace,
     run,
 )
+from neuron_explainer.models.tokenizer import Tokenizer, as_tokenizer
 from neuron_explainer.models.transformer import Transformer
 
 # API activation location names that differ from our hook locations.
@@ -48,8 +49,7 @@ _NODE_LOCATION = {  # where a node of each type is ablated / read
     "mlp_autoencoder_latent": sc.MLP_LATENTS,
     "attention_autoencoder_latent": sc.ATTN_LATENTS,
 }
-_TRACE_LOCATION = {  # the pre-activation differentiated when tracing a node
-    "mlp_neuron": "mlp.pre_act",
+_TRACE_LOCATION = {  # what tracing a node differentiates (neurons: see _trace_locations)
     "attention_head": "attn.qk_logits",
     "mlp_autoencoder_latent": sc.MLP_LATENTS,
     "attention_autoencoder_latent": sc.ATTN_LATENTS,
@@ -71,28 +71,24 @@ class Debugger:
     def __init__(
         self,
         model: Transformer,
-        enc: tiktoken.Encoding,
+        tokenizer: Tokenizer | tiktoken.Encoding,
         model_name: str,
         mlp_autoencoder_name: str | None = None,
         attention_autoencoder_name: str | None = None,
     ):
         self.model = model
-        self.enc = enc
+        self.tokenizer = as_tokenizer(tokenizer)
         self.model_name = model_name
         self.mlp_autoencoder_name = mlp_autoencoder_name
         self.attention_autoencoder_name = attention_autoencoder_name
         self.weights = sc.Weights(model)
         self.n_layers = model.cfg.n_layers
-        self.token_strings = [self._decode_one(i) for i in range(enc.n_vocab)]
+        self.token_strings = _token_strings(self.tokenizer, model.cfg.n_vocab)
+        # a neuron is traced through its pre-activation, a gated one through its activation
+        self._trace_locations = {"mlp_neuron": model.mlp_traced_location, **_TRACE_LOCATION}
         # scored tokens of nodes whose scores depend on the weights alone, across requests
         self._scored_cache: dict[tuple[Any, ...], S.TopTokens] = {}
         self.scored_cache_size = _SCORED_CACHE_SIZE  # 0: no cache
-
-    def _decode_one(self, token: int) -> str:
-        try:
-            return self.enc.decode([token])
-        except KeyError:  # ids a smaller tokenizer does not use
-            return f"<|{token}|>"
 
     # ------------------------------------------------------------ model info
 
@@ -104,7 +100,14 @@ class Debugger:
     def has_attention_autoencoder(self) -> bool:
         return any(n.endswith(sc.ATTN_LATENTS) for _, n in self.model._autoencoders.values())
 
+    def _n_latents(self, kind: str) -> int | None:
+        try:
+            return int(self.weights.autoencoder(kind, 0)[0].n_latents)
+        except KeyError:
+            return None
+
     def model_info(self) -> S.ModelInfoResponse:
+        cfg = self.model.cfg
         return S.ModelInfoResponse(
             model_name=self.model_name,
             has_mlp_autoencoder=self.has_mlp_autoencoder,
@@ -112,12 +115,22 @@ class Debugger:
             has_attention_autoencoder=self.has_attention_autoencoder,
             attention_autoencoder_name=self.attention_autoencoder_name,
             n_layers=self.n_layers,
+            family=cfg.family,
+            d_model=cfg.d_model,
+            n_heads=cfg.n_heads,
+            n_kv_heads=cfg.kv_heads,
+            d_head=cfg.d_head,
+            d_mlp=cfg.d_mlp,
+            n_vocab=cfg.n_vocab,
+            ctx_window=cfg.ctx_window,
+            n_mlp_autoencoder_latents=self._n_latents(sc.MLP_LATENTS),
+            n_attention_autoencoder_latents=self._n_latents(sc.ATTN_LATENTS),
         )
 
     # --------------------------------------------------------------- parsing
 
     def encode_prompt(self, prompt: str, field: str) -> list[int]:
-        tokens = self.enc.encode(prompt, allowed_special="all")
+        tokens = self.tokenizer.encode_prompt(prompt)
         if not tokens:
             raise RequestError(f"{field}: the prompt is empty")
         if len(tokens) > self.model.cfg.ctx_window:
@@ -128,7 +141,7 @@ class Debugger:
         return tokens
 
     def single_token(self, text: str, field: str) -> int:
-        tokens = self.enc.encode(text, allowed_special="all")
+        tokens = self.tokenizer.encode(text)
         if len(tokens) != 1:
             raise RequestError(
                 f"{field}: {text!r} is {len(tokens)} tokens, not one (mind the leading space, "
@@ -161,10 +174,12 @@ class Debugger:
         loc = site.location
         if loc in ("attn.qk_probs", "attn.qk_logits"):
             return (n_tokens, n_tokens, cfg.n_heads)
-        if loc in ("attn.q", "attn.k", "attn.v", "attn.v_out"):
+        if loc in ("attn.q", "attn.v_out"):
             return (n_tokens, cfg.n_heads, cfg.d_head)
+        if loc in ("attn.k", "attn.v"):
+            return (n_tokens, cfg.kv_heads, cfg.d_head)
         if loc.startswith("mlp."):
-            return (n_tokens, cfg.d_ff)
+            return (n_tokens, cfg.d_mlp)
         if loc.endswith(".scale"):
             return (n_tokens, 1)
         if loc == "logits":
@@ -206,7 +221,7 @@ class Debugger:
 
     def _trace(self, cfg: S.MirroredTraceConfig, n_tokens: int, field: str) -> Trace:
         node = cfg.node_index
-        site, index = self._node_site_and_index(node, n_tokens, field + ".nodeIndex", _TRACE_LOCATION)
+        site, index = self._node_site_and_index(node, n_tokens, field + ".nodeIndex", self._trace_locations)
         through = cfg.attention_trace_type.value if cfg.attention_trace_type else None
         if node.node_type.value == "attention_head":
             if any(i is None for i in index):
@@ -269,7 +284,7 @@ class Debugger:
             for spec in sub.processing_request_spec_by_name.values():
                 names += self._scalar_names(spec, sub)
                 extra |= self._extra_sites(spec)
-        acts, grads = sc.sites_needed(sorted(set(names)), self.n_layers)
+        acts, grads = sc.sites_needed(sorted(set(names)), self.model)
         start = time.perf_counter()
         recordings = run(self.model, [p.request for p in parsed], sorted(acts | extra, key=repr), sorted(grads, key=repr))
         elapsed = time.perf_counter() - start
@@ -352,13 +367,20 @@ class Debugger:
     def _extra_sites(self, spec: Any) -> set[Site]:
         """Activations needed beyond the scalars' own: for scored tokens and attributions."""
         layers = range(self.n_layers)
+
+        def every_layer(*locations: str | None) -> set[Site]:
+            return {Site(loc, layer) for loc in locations if loc is not None for layer in layers}
+
         if isinstance(spec, S.ScoredTokensRequestSpec):
-            sites = {Site("attn.v", layer) for layer in layers} | {Site("attn.qk_probs", layer) for layer in layers} | {Site("resid.post_emb")}
+            sites = every_layer("attn.v", "attn.qk_probs") | {Site("resid.post_emb")}
+            if spec.token_scoring_type == S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_MLP:
+                sites |= every_layer("resid.post_mlp_ln")
             if spec.token_scoring_type in (S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_ATTN_Q, S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_ATTN_K):
-                sites |= {Site("attn.q", layer) for layer in layers} | {Site("attn.k", layer) for layer in layers}
+                soft_capped = "attn.qk_logits" if self.model.cfg.attn_softcap is not None else None
+                sites |= every_layer("attn.q", "attn.k", "resid.post_attn_ln", soft_capped)
             return sites
         if isinstance(spec, S.TokenPairAttributionRequestSpec) and self.has_attention_autoencoder:
-            return {Site("attn.v", layer) for layer in layers} | {Site("attn.qk_probs", layer) for layer in layers}
+            return every_layer("attn.v", "attn.qk_probs", self.model.write_scale_location("attn"))
         return set()
 
     # ----------------------------------------------------------------- top-k
@@ -484,26 +506,22 @@ class Debugger:
         ]
 
     def _unembed(self, writes: Tensor) -> Tensor:
-        """Logit-lens scores of residual-stream write vectors: through the final LayerNorm's
-        centering and gain (its scale treated as a constant) into the unembedding."""
-        w = writes - writes.mean(-1, keepdim=True)
-        return (w * self.model.final_ln.weight.float()) @ self.model.unembed.weight.float().T
-
-    def _read_direction(self, direction: Tensor, ln: Any) -> Tensor:
-        """A read direction (in the LayerNorm's output space) pulled back through its gain, so
-        that `normalized token embedding @ result` is the token's direct contribution."""
-        return direction.float() * ln.weight.float()
+        """Logit-lens scores of residual-stream write vectors (the final norm's scale held
+        constant)."""
+        return self.model.logit_lens(writes)
 
     def _node_write(self, node: S.MirroredNodeIndex, rec: Recording) -> Tensor | None:
-        """The residual-stream vector a node writes per unit of activation (None if undefined)."""
+        """The residual-stream vector a node writes per unit of activation (None if undefined);
+        under sandwich norms, before the post-norm's per-token scale (a positive factor)."""
         t = node.tensor_indices
         layer = node.layer_index
         kind = node.node_type.value
         if kind == "mlp_neuron" and layer is not None:
             return self.weights.mlp_write(layer)[:, t[-1]]
         if kind == "attention_head" and layer is not None:
-            v = rec.activations[Site("attn.v", layer)][t[1], t[2]].float()
-            return v @ self.weights.head_write(layer)[t[2]]
+            head = int(t[2])  # type: ignore[arg-type]
+            v = rec.activations[Site("attn.v", layer)][t[1], self.model.kv_head(head)].float()
+            return v @ self.weights.head_write(layer)[head]
         if kind in ("mlp_autoencoder_latent", "attention_autoencoder_latent") and layer is not None:
             latents = sc.MLP_LATENTS if kind.startswith("mlp") else sc.ATTN_LATENTS
             return self.weights.latent_write(latents, layer)[:, t[-1]]
@@ -512,36 +530,51 @@ class Debugger:
         return None
 
     def _node_read(self, node: S.MirroredNodeIndex, rec: Recording, scoring: S.TokenScoringType) -> Tensor | None:
+        """The direction, in the space of the reading norm's output before its gain, in which
+        moving the node's input token would raise what tracing the node differentiates: the
+        gradient of that quantity at the recorded input (exact for the linear parts; a gated
+        MLP's activation and Qwen3's query/key norms are differentiated where they are)."""
         t = node.tensor_indices
         layer = node.layer_index
         kind = node.node_type.value
         if layer is None:
             return None
-        blk: Any = self.model.xf_layers[layer]
+        model = self.model
         if scoring == S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_MLP:
             if kind == "mlp_neuron":
-                return self._read_direction(blk.mlp.in_layer.weight[t[-1]], blk.ln_2)
-            if kind == "mlp_autoencoder_latent":
+                onto = torch.zeros(model.cfg.d_mlp, device=model.device)
+                onto[t[-1]] = 1.0
+            elif kind == "mlp_autoencoder_latent":
                 ae, reads = self.weights.autoencoder(sc.MLP_LATENTS, layer)
                 if reads != "mlp.post_act":
                     return None
-                # through the MLP's input weights, linearising GELU as the identity
-                direction = ae.encoder.weight[t[-1]].float() @ blk.mlp.in_layer.weight.float()
-                return self._read_direction(direction, blk.ln_2)
-            return None
+                # an ungated MLP is differentiated through its pre-activations (GELU taken as
+                # the identity, as the seed does), a gated one through its activation
+                onto = ae.encoder.weight[t[-1]].float()
+            else:
+                return None
+            y = rec.activations[Site("resid.post_mlp_ln", layer)][t[0]]
+            grad = _vjp(lambda x: model.mlp_traced(layer, x), y, onto)
+            return grad * model.input_norm_gain(layer, "mlp").float()
         if kind != "attention_head":
             return None
         q_tok, k_tok, head = (int(i) for i in t)  # type: ignore[arg-type]
-        dh = self.model.cfg.d_head
-        rows = slice(head * dh, (head + 1) * dh)
+        kv = model.kv_head(head)
+        scale = model.cfg.scale
+        if model.cfg.attn_softcap is not None:  # d tanh-capped score / d raw score
+            capped = rec.activations[Site("attn.qk_logits", layer)][q_tok, k_tok, head].float()
+            scale *= float(1 - (capped / model.cfg.attn_softcap) ** 2)
+        normed = rec.activations[Site("resid.post_attn_ln", layer)]
         if scoring == S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_ATTN_Q:
-            # tokens whose query, against this key, raises the attention logit
-            k = rec.activations[Site("attn.k", layer)][k_tok, head].float()
-            direction = k @ blk.attn.q_proj.weight[rows].float() / math.sqrt(dh)
+            # tokens whose query, against this key, raises the attention score
+            key = rec.activations[Site("attn.k", layer)][k_tok, kv].float()
+            position = torch.tensor([q_tok], device=model.device)
+            grad = _vjp(lambda x: model.queries(layer, x[None], position)[0, head], normed[q_tok], key * scale)
         else:
-            q = rec.activations[Site("attn.q", layer)][q_tok, head].float()
-            direction = q @ blk.attn.k_proj.weight[rows].float() / math.sqrt(dh)
-        return self._read_direction(direction, blk.ln_1)
+            query = rec.activations[Site("attn.q", layer)][q_tok, head].float()
+            position = torch.tensor([k_tok], device=model.device)
+            grad = _vjp(lambda x: model.keys(layer, x[None], position)[0, kv], normed[k_tok], query * scale)
+        return grad * model.input_norm_gain(layer, "attn").float()
 
     def _scored_tokens(self, spec: S.ScoredTokensRequestSpec, rec: Recording, nodes: list[S.MirroredNodeIndex]) -> S.ScoredTokensResponseData:
         writes = spec.token_scoring_type == S.TokenScoringType.UPVOTED_OUTPUT_TOKENS
@@ -570,6 +603,8 @@ class Debugger:
         (a head's write depends on its value vector, its Q/K reads on the other side)."""
         if node.node_type.value not in ("mlp_neuron", "mlp_autoencoder_latent", "attention_autoencoder_latent"):
             return None
+        if spec.token_scoring_type == S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_MLP and self.model.cfg.gated_mlp:
+            return None  # a gated neuron's read depends on where it is differentiated
         return (spec.token_scoring_type, spec.num_tokens, node.node_type, node.layer_index, node.tensor_indices[-1])
 
     def _remember_scores(self, key: tuple[Any, ...], top: S.TopTokens) -> None:
@@ -593,9 +628,12 @@ class Debugger:
             q %= len(rec.tokens)
             ae, _ = self.weights.autoencoder(sc.ATTN_LATENTS, layer)
             probs = rec.activations[Site("attn.qk_probs", layer)][q, : q + 1].float()  # (keys, H)
-            values = rec.activations[Site("attn.v", layer)][: q + 1].float()
+            values = self.model.expand_kv(rec.activations[Site("attn.v", layer)][: q + 1].float())
             writes = torch.einsum("khe,hed->khd", values, self.weights.head_write(layer))
             per_key = torch.einsum("kh,khd,d->k", probs, writes, ae.encoder.weight[latent].float())
+            scale = self.model.write_scale_location("attn")
+            if scale is not None:  # the latent reads the write after the post-attention norm
+                per_key = per_key / rec.activations[Site(scale, layer)][q].float()
             k = min(spec.num_tokens_attended_to, q + 1)
             top = per_key.topk(k)
             out.append(S.TopTokensAttendedTo(token_indices=top.indices.tolist(), attributions=[_finite(v) for v in top.values.tolist()]))
@@ -772,6 +810,30 @@ class Debugger:
             index=S.MirroredActivationIndex(activation_location_type=location, tensor_indices=indices, layer_index=node.layer_index, pass_type=S.PassType.FORWARD),
             value=ablation.value,
         )
+
+
+def _vjp(fn: Any, x: Tensor, onto: Tensor) -> Tensor:
+    """d(fn(x) . onto)/dx at x, with x detached from any graph."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad((fn(x).float() * onto).sum(), x)
+    return grad.float()
+
+
+def _token_strings(tokenizer: Tokenizer, n_vocab: int) -> list[str]:
+    """Each id's string; ids the tokenizer does not know (a model's padded vocabulary, a smaller
+    tokenizer) are shown as <|id|>."""
+    known = min(n_vocab, tokenizer.n_vocab)
+    try:
+        strings = tokenizer.decode_tokens(range(known))
+    except (KeyError, ValueError):
+        strings = []
+        for i in range(known):
+            try:
+                strings += tokenizer.decode_tokens([i])
+            except (KeyError, ValueError):
+                strings.append(f"<|{i}|>")
+    return strings + [f"<|{i}|>" for i in range(known, n_vocab)]
 
 
 def tdb_groups(mlp: S.ComponentTypeForMlp, attn: S.ComponentTypeForAttention) -> dict[S.GroupId, list[S.DerivedScalarType]]:

@@ -612,6 +612,17 @@ class ModelInfoResponse(ImmutableCamelModel):
     has_attention_autoencoder: bool
     attention_autoencoder_name: str | None = None
     n_layers: int
+    # not in the original server: the family and the shapes a viewer needs
+    family: str | None = None
+    d_model: int | None = None
+    n_heads: int | None = None
+    n_kv_heads: int | None = None
+    d_head: int | None = None
+    d_mlp: int | None = None
+    n_vocab: int | None = None
+    ctx_window: int | None = None
+    n_mlp_autoencoder_latents: int | None = None
+    n_attention_autoencoder_latents: int | None = None
 
 
 ########## Node + dataset identification (read and explainer routes) ##########

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -90,8 +90,9 @@ class PromptRequest:
 @dataclass
 class Recording:
     """What one prompt's pass recorded. Per-prompt layouts (T = prompt length):
-    resid.* (T, d_model); mlp.* (T, d_ff); attn.qk_probs / qk_logits (T_query, T_key, heads);
-    attn.q/k/v (T, heads, d_head); *_ln.scale (T, 1); latents (T, n_latents); logits (T, vocab)."""
+    resid.* (T, d_model); mlp.* (T, d_mlp); attn.qk_probs / qk_logits (T_query, T_key, heads);
+    attn.q (T, heads, d_head); attn.k/v (T, kv_heads, d_head); *_ln.scale (T, 1); latents
+    (T, n_latents); logits (T, vocab)."""
 
     tokens: list[int]
     activations: dict[Site, Tensor] = field(default_factory=dict)
@@ -153,7 +154,7 @@ def run(
         if r.trace is not None and r.trace.through in ("Q", "K"):
             blocked = "attn.k" if r.trace.through == "Q" else "attn.q"
             fwd.setdefault(hook_name(blocked, r.trace.site.layer), []).append(_detach_row(row))
-    for site in {*record, *record_grads, *_trace_sites(requests)}:
+    for site in {*record, *record_grads, *_trace_sites(model, requests)}:
         fwd.setdefault(site.hook, []).append(_keep(kept, site))
     for site in record_grads:
         bwd.setdefault(site.hook, []).append(_keep_grad(grads, site, recording_grads))
@@ -219,12 +220,13 @@ def _objective(
     if downstream is None or not downstream.requires_grad:
         return None
     (g,) = torch.autograd.grad(downstream, delta, retain_graph=True)
-    blk: Any = model.xf_layers[layer]
-    dh = model.cfg.d_head
-    w_o = blk.attn.out_proj.weight[:, h * dh : (h + 1) * dh]
-    v = kept[Site("attn.v", layer)][row, k, h]
+    v = kept[Site("attn.v", layer)][row, k, model.kv_head(h)]
     p = kept[Site("attn.qk_probs", layer)][row, h, q, k].detach()
-    return p * (w_o @ v) @ g[row, q].detach()
+    write = p * (v @ model.head_write(layer)[h])
+    scale = model.write_scale_location("attn")
+    if scale is not None:  # through the post-attention norm, its scale held constant
+        write = write / kept[Site(scale, layer)][row, q].detach()
+    return write @ g[row, q].detach()
 
 
 def _node_value(trace: Trace, row: int, kept: dict[Site, Tensor]) -> Tensor:
@@ -245,8 +247,9 @@ def _loss(loss: LogitDiffLoss | None, last_logits: Tensor) -> Tensor | None:
     return value
 
 
-def _trace_sites(requests: Sequence[PromptRequest]) -> set[Site]:
+def _trace_sites(model: Transformer, requests: Sequence[PromptRequest]) -> set[Site]:
     sites: set[Site] = set()
+    scale = model.write_scale_location("attn")
     for r in requests:
         t = r.trace
         while t is not None:
@@ -254,6 +257,8 @@ def _trace_sites(requests: Sequence[PromptRequest]) -> set[Site]:
             if t.through == "V":
                 layer = t.site.layer
                 sites |= {Site("resid.delta_attn", layer), Site("attn.v", layer), Site("attn.qk_probs", layer)}
+                if scale is not None:
+                    sites.add(Site(scale, layer))
             t = t.downstream
     return sites
 

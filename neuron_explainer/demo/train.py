@@ -39,7 +39,7 @@ from neuron_explainer.models.loading import save_model
 from neuron_explainer.models.tokenizer import ENDOFTEXT, get_tokenizer, save_tokenizer
 from neuron_explainer.models.transformer import Transformer, TransformerConfig
 
-TOKENIZER_DIR = "tokenizer"  # cfg.enc: the tokenizer folder, relative to the model folder
+TOKENIZER_DIR = "tokenizer"  # cfg.tokenizer: the tokenizer folder, relative to the model folder
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -120,7 +120,7 @@ def build_stream(args: argparse.Namespace, enc: Any) -> data.MixedStream:
 
 def model_config(args: argparse.Namespace, enc: Any) -> TransformerConfig:
     return TransformerConfig(
-        enc=TOKENIZER_DIR,
+        tokenizer=TOKENIZER_DIR,
         ctx_window=args.ctx,
         d_model=args.d_model,
         n_layers=args.layers,
@@ -179,7 +179,7 @@ def export(model: Transformer, work: Path, folder: Path) -> Path:
     half = Transformer(model.cfg)
     half.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
     half.half()
-    half.__dict__["source"] = str(work)  # save_model copies work/<cfg.enc> next to the weights
+    half.__dict__["source"] = str(work)  # save_model copies work/<cfg.tokenizer> next to the weights
     return save_model(half, folder, overwrite=True)
 
 

@@ -646,7 +646,7 @@ def load_autoencoder_set(
 def _width(model: Transformer, location: str) -> int | None:
     """Size of the last dimension of activations at a block hook location, when it is simple."""
     if location.startswith("mlp."):
-        return model.cfg.d_ff
+        return model.cfg.d_mlp
     if location.startswith("resid."):
         return model.cfg.d_model
     return None

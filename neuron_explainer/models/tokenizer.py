@@ -1,4 +1,6 @@
-"""Offline tokenizers: GPT-2's BPE bundled with the package, or a custom BPE saved on disk.
+"""Tokenizers: GPT-2's BPE bundled with the package, a custom BPE saved on disk (both run by
+tiktoken), or a Hugging Face `tokenizer.json` (run by the `tokenizers` library, with the BOS
+convention of its post-processor). `load_tokenizer` gives any of them behind one `Tokenizer`.
 
 A custom tokenizer NAME is a pair of files (`save_tokenizer` writes NAME = "tokenizer"):
 
@@ -19,7 +21,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import tiktoken
 
@@ -149,3 +151,107 @@ def _read_ranks(path: Path) -> dict[bytes, int]:
                 f"{path}:{number}: expected '<base64 token> <rank>', got {line!r}"
             ) from e
     return ranks
+
+
+# ------------------------------------------------------------------ one interface for all
+
+
+class Tokenizer(Protocol):
+    """What the debugger and the records builder need of a tokenizer."""
+
+    n_vocab: int
+    bos_token_id: int | None  # prepended to prompts (None: the model uses no BOS)
+
+    def encode(self, text: str) -> list[int]:
+        """Plain text to ids, no BOS; special tokens written in it become their ids."""
+        ...
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """A prompt as the model expects it: with its BOS convention."""
+        ...
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Corpus text to ids: special tokens written in it are ordinary text, no BOS."""
+        ...
+
+    def decode_tokens(self, ids: Sequence[int]) -> list[str]:
+        """Each token's own string (bytes that are part of a character become U+FFFD)."""
+        ...
+
+
+class TiktokenTokenizer:
+    """GPT-2's BPE or one of ours (no BOS: the debugger's prompts may start with
+    <|endoftext|> written out)."""
+
+    bos_token_id: int | None = None
+
+    def __init__(self, enc: tiktoken.Encoding):
+        self.enc = enc
+        self.n_vocab = enc.n_vocab
+
+    def encode(self, text: str) -> list[int]:
+        return encode(self.enc, text)
+
+    encode_prompt = encode
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        return self.enc.encode_ordinary(text)
+
+    def decode_tokens(self, ids: Sequence[int]) -> list[str]:
+        return decode_tokens(self.enc, ids)
+
+
+class HFTokenizer:
+    """A Hugging Face `tokenizer.json`. Prompts get the special tokens its post-processor adds
+    (Llama's and Gemma's <bos>); Pythia's and Qwen's add none."""
+
+    def __init__(self, path: Path):
+        from tokenizers import Tokenizer as RustTokenizer
+
+        try:
+            self.tok = RustTokenizer.from_file(str(path))
+        except Exception as e:  # the library raises a plain Exception for bad files
+            raise ValueError(f"could not read the tokenizer {path.name}: {' '.join(str(e).split())[:120]}") from e
+        self.n_vocab = self.tok.get_vocab_size(with_added_tokens=True)
+        # the special tokens the post-processor puts before a text (a suffix such as EOS is not
+        # wanted at the end of a prompt)
+        with_special = self.tok.encode("a", add_special_tokens=True).ids
+        first = self.tok.encode("a", add_special_tokens=False).ids[0]
+        self._prefix = with_special[: with_special.index(first)] if first in with_special else []
+        self.bos_token_id = self._prefix[0] if self._prefix else None
+        self._ordinary = RustTokenizer.from_file(str(path))
+        self._ordinary.encode_special_tokens = True  # special tokens in corpus text are text
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False).ids
+
+    def encode_prompt(self, text: str) -> list[int]:
+        ids = self.encode(text)
+        # the post-processor's prefix (BOS), unless the prompt already starts with it
+        return ids if ids[: len(self._prefix)] == self._prefix else self._prefix + ids
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        return self._ordinary.encode(text, add_special_tokens=False).ids
+
+    def decode_tokens(self, ids: Sequence[int]) -> list[str]:
+        return [self.tok.decode([i], skip_special_tokens=False) for i in ids]
+
+
+def as_tokenizer(tok: Tokenizer | tiktoken.Encoding) -> Tokenizer:
+    return TiktokenTokenizer(tok) if isinstance(tok, tiktoken.Encoding) else tok
+
+
+@functools.cache
+def load_tokenizer(path: str | Path = "gpt2") -> Tokenizer:
+    """The tokenizer at `path`: "gpt2", a tokenizer.json (Hugging Face), or ours (a folder, a
+    .tiktoken rank file or its .json)."""
+    if path != "gpt2" and Path(path).name == "tokenizer.json" and _is_hf_tokenizer(Path(path)):
+        return HFTokenizer(Path(path))
+    return TiktokenTokenizer(get_tokenizer(path))
+
+
+def _is_hf_tokenizer(path: Path) -> bool:
+    try:
+        return "model" in json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False

@@ -1,35 +1,42 @@
-"""GPT-2 with named hook points, in one file.
+"""One configurable decoder-only transformer with named hook points, for every supported family.
 
-Every activation the debugger reads passes through `self.hook(name, x)`. A hook point name is
-`blocks.{layer}.{location}` inside a block, or just `{location}` outside one; the locations are
-the seed's activation location strings (`mlp.post_act`, `attn.qk_probs`, `resid.delta_attn`, ...),
-see `hook_name` and HOOK_LOCATIONS. Hooks are plain functions:
+`TransformerConfig` (config.py) switches between GPT-2, GPT-NeoX / Pythia, Llama, Qwen, Mistral
+and Gemma 2; the forward pass below is the whole model. Every activation the debugger reads
+passes through `self.hook(name, x)`. A hook point name is `blocks.{layer}.{location}` inside a
+block, or just `{location}` outside one; the names are the same in every family (the seed's
+activation location strings). Hooks are plain functions:
 
 - forward hooks get the activation and may return a replacement (or None to leave it as is);
 - backward hooks get the gradient flowing back into that activation and may return a
   replacement gradient.
 
-With no hooks registered a hook point costs one dict lookup. Parameter names follow OpenAI's
-published checkpoint layout (`xf_layers.{i}.attn.q_proj.weight`, ...), so that layout loads as a
-plain state dict.
+With no hooks registered a hook point costs one dict lookup, and attention runs the fused
+kernel unless someone hooks its scores or probabilities.
 
-Tensor layouts seen by hooks (b = batch, s = sequence, h = heads):
-  resid.*, *.delta_*          (b, s, d_model)
-  *_ln.scale, resid.ln_f.scale (b, s, 1)
-  attn.q / attn.k / attn.v    (b, s, h, d_head)
-  attn.qk_logits / qk_probs   (b, h, s_query, s_key)   logits already scaled by 1/sqrt(d_head)
-  attn.v_out                  (b, s, h, d_head)        probs-weighted sum of values, per head
-  attn.head_out               (b, s, h, d_model)       each head's write; only computed if hooked
-  mlp.pre_act / mlp.post_act  (b, s, d_ff)
-  logits                      (b, s, n_vocab)
+Tensor layouts seen by hooks (b = batch, s = sequence, h = heads, kv = key/value heads):
+  resid.*, *.delta_*           (b, s, d_model)
+  *_ln.scale, resid.ln_f.scale (b, s, 1)       the norm's divisor, sqrt(var + eps) or rms
+  attn.q                       (b, s, h, d_head)  after qk-norm and rotation
+  attn.k / attn.v              (b, s, kv, d_head)
+  attn.qk_logits / qk_probs    (b, h, s_query, s_key)   scores already scaled and soft-capped
+  attn.v_out                   (b, s, h, d_head)  probs-weighted sum of values, per head
+  attn.head_out                (b, s, h, d_model) each head's output; only computed if hooked
+  mlp.pre_act / mlp.post_act   (b, s, d_mlp)
+  logits                       (b, s, n_vocab)    after the final soft-cap
+Family extras: `mlp.up` (b, s, d_mlp) for gated MLPs, where post_act = act(pre_act) * up and
+pre_act is the gate's input; `attn.out`, `attn_post_ln.scale`, `mlp.out`, `mlp_post_ln.scale`
+for sandwich norms (attn.out / mlp.out is the sublayer's output before its post-norm). Parallel
+blocks (NeoX) have no `resid.post_attn`: their MLP reads the block's input.
+
+Parameter names follow OpenAI's GPT-2 layout (`xf_layers.{i}.attn.q_proj.weight`, ...), so that
+layout loads as a plain state dict. The methods at the end are the model interface: the only way
+the debugger, the records builder and the server reach weights.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -37,8 +44,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from neuron_explainer.models import rope
+from neuron_explainer.models.config import TransformerConfig
+
 if TYPE_CHECKING:
     from neuron_explainer.models.autoencoder import SparseAutoencoder
+
+__all__ = ["BLOCK_LOCATIONS", "HOOK_LOCATIONS", "MODEL_LOCATIONS", "Hook", "Transformer", "TransformerConfig", "hook_name"]
 
 Hook = Callable[[Tensor], Tensor | None]
 
@@ -53,18 +65,24 @@ BLOCK_LOCATIONS = (
     "attn.qk_probs",
     "attn.v_out",
     "attn.head_out",
+    "attn.out",
+    "attn_post_ln.scale",
     "resid.delta_attn",
     "resid.post_attn",
     "mlp_ln.scale",
     "resid.post_mlp_ln",
     "mlp.pre_act",
+    "mlp.up",
     "mlp.post_act",
+    "mlp.out",
+    "mlp_post_ln.scale",
     "resid.delta_mlp",
     "resid.post_mlp",
 )
 # Hook point locations outside the blocks.
 MODEL_LOCATIONS = ("resid.post_emb", "resid.ln_f.scale", "resid.post_ln_f", "logits")
 HOOK_LOCATIONS = MODEL_LOCATIONS + BLOCK_LOCATIONS
+_SANDWICH_ONLY = ("attn.out", "attn_post_ln.scale", "mlp.out", "mlp_post_ln.scale")
 
 
 def hook_name(location: str, layer: int | None = None) -> str:
@@ -72,88 +90,97 @@ def hook_name(location: str, layer: int | None = None) -> str:
     return location if layer is None else f"blocks.{layer}.{location}"
 
 
-@dataclass(frozen=True)
-class TransformerConfig:
-    """Field names follow OpenAI's published `config.json`; extra fields are ours."""
+class Norm(nn.Module):
+    """LayerNorm or RMSNorm parameters; the maths is in `Transformer._norm` (its scale is a hook
+    point). A Gemma-style gain is stored as w and applied as (offset + w)."""
 
-    enc: str = "gpt2"  # tokenizer: "gpt2" or a tokenizer file relative to the model folder
-    ctx_window: int = 1024
-    d_model: int = 768
-    n_layers: int = 12
-    m_attn: float = 1  # attention width as a multiple of d_model
-    n_heads: int = 12
-    m_mlp: float = 4  # MLP width as a multiple of d_model
-    n_vocab: int = 50257
-    layer_norm_eps: float = 1e-5
+    def __init__(self, d: int, cfg: TransformerConfig, bias: bool):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+        self.bias = nn.Parameter(torch.zeros(d)) if bias else None
+        self.kind, self.eps, self.offset = cfg.norm, cfg.norm_eps, cfg.norm_offset
 
-    @property
-    def d_ff(self) -> int:
-        return int(self.d_model * self.m_mlp)
+    def gain(self) -> Tensor:
+        return self.weight + self.offset if self.offset else self.weight
 
-    @property
-    def d_attn(self) -> int:
-        return int(self.d_model * self.m_attn)
 
-    @property
-    def d_head(self) -> int:
-        assert self.d_attn % self.n_heads == 0, "attention width must divide into heads"
-        return self.d_attn // self.n_heads
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TransformerConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown model config fields {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
+def _linear(d_in: int, d_out: int, bias: bool) -> nn.Linear:
+    return nn.Linear(d_in, d_out, bias=bias)
 
 
 class Block(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+        layer_norm = cfg.norm == "layernorm"
+        d_kv = cfg.kv_heads * cfg.d_head
+        self.ln_1 = Norm(cfg.d_model, cfg, layer_norm)
         self.attn = nn.Module()
-        self.attn.q_proj = nn.Linear(cfg.d_model, cfg.d_attn)
-        self.attn.k_proj = nn.Linear(cfg.d_model, cfg.d_attn)
-        self.attn.v_proj = nn.Linear(cfg.d_model, cfg.d_attn)
-        self.attn.out_proj = nn.Linear(cfg.d_attn, cfg.d_model)
-        self.ln_2 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+        self.attn.q_proj = _linear(cfg.d_model, cfg.d_attn, cfg.qkv_bias)
+        self.attn.k_proj = _linear(cfg.d_model, d_kv, cfg.qkv_bias)
+        self.attn.v_proj = _linear(cfg.d_model, d_kv, cfg.qkv_bias)
+        self.attn.out_proj = _linear(cfg.d_attn, cfg.d_model, cfg.out_bias)
+        if cfg.qk_norm:
+            self.attn.q_norm = Norm(cfg.d_head, cfg, False)
+            self.attn.k_norm = Norm(cfg.d_head, cfg, False)
+        self.ln_2 = Norm(cfg.d_model, cfg, layer_norm)
         self.mlp = nn.Module()
-        self.mlp.in_layer = nn.Linear(cfg.d_model, cfg.d_ff)
-        self.mlp.out_layer = nn.Linear(cfg.d_ff, cfg.d_model)
+        self.mlp.in_layer = _linear(cfg.d_model, cfg.d_mlp, cfg.mlp_bias)  # "up" when gated
+        if cfg.gated_mlp:
+            self.mlp.gate_layer = _linear(cfg.d_model, cfg.d_mlp, cfg.mlp_bias)
+        self.mlp.out_layer = _linear(cfg.d_mlp, cfg.d_model, cfg.mlp_bias)
+        if cfg.sandwich_norms:
+            self.post_attn_ln = Norm(cfg.d_model, cfg, layer_norm)
+            self.post_mlp_ln = Norm(cfg.d_model, cfg, layer_norm)
+
+
+_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu": F.gelu,
+    "silu": F.silu,
+    "relu": F.relu,
+}
 
 
 class Transformer(nn.Module):
+    inv_freq: Tensor  # rotary frequencies (families with rotary positions)
+
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         self.cfg = cfg
         self.tok_embed = nn.Embedding(cfg.n_vocab, cfg.d_model)
-        self.pos_embed = nn.Embedding(cfg.ctx_window, cfg.d_model)
+        if cfg.positions == "learned":
+            self.pos_embed = nn.Embedding(cfg.ctx_window, cfg.d_model)
+        else:
+            inv_freq = rope.inverse_frequencies(cfg.rotary_dims, cfg.rope_theta, cfg.rope_scaling)
+            self.register_buffer("inv_freq", inv_freq, persistent=False)
         self.xf_layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
-        self.final_ln = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+        self.final_ln = Norm(cfg.d_model, cfg, cfg.norm == "layernorm")
         self.unembed = nn.Linear(cfg.d_model, cfg.n_vocab, bias=False)
+        self._act = _ACTIVATIONS[cfg.activation]
         self._fwd_hooks: dict[str, list[Hook]] = {}
         self._bwd_hooks: dict[str, list[Hook]] = {}
         # hook point name -> (autoencoder, name of the hook point for its latents)
         self._autoencoders: dict[str, tuple[SparseAutoencoder, str]] = {}
         self.source: str | None = None  # folder or URL the weights came from (set by loading.py)
-        self.tokenizer_path: str = cfg.enc  # what to pass to tokenizer.get_tokenizer
+        self.tokenizer_path: str = cfg.tokenizer  # what to pass to tokenizer.load_tokenizer
+        self._token_stats: tuple[Any, Tensor, Tensor] | None = None  # see read_tokens
 
     def init_weights(self, seed: int = 0, std: float = 0.02) -> Transformer:
-        """GPT-2's initialisation: N(0, 0.02), residual writes scaled by 1/sqrt(2 n_layers)."""
+        """GPT-2's initialisation: N(0, 0.02), residual writes scaled by 1/sqrt(2 n_layers);
+        norms start as the identity and biases at zero."""
         gen = torch.Generator().manual_seed(seed)
-        for name, p in self.named_parameters():
-            with torch.no_grad():
-                if name.endswith("bias"):
-                    p.zero_()
-                elif "ln" in name.split(".")[-2] or name.startswith("final_ln"):
-                    p.fill_(1.0)
-                else:
-                    scale = std / math.sqrt(2 * self.cfg.n_layers) if "out_" in name else std
-                    p.copy_(torch.randn(p.shape, generator=gen) * scale)
+        with torch.no_grad():
+            for module_name, module in self.named_modules():
+                if isinstance(module, Norm):
+                    module.weight.fill_(1.0 - module.offset)
+                    if module.bias is not None:
+                        module.bias.zero_()
+                elif isinstance(module, nn.Linear | nn.Embedding):
+                    scale = std / (2 * self.cfg.n_layers) ** 0.5 if "out_" in module_name else std
+                    module.weight.copy_(torch.randn(module.weight.shape, generator=gen) * scale)
+                    bias = getattr(module, "bias", None)
+                    if bias is not None:
+                        bias.zero_()
         return self
 
     @property
@@ -206,6 +233,18 @@ class Transformer(nn.Module):
                 if not fns:
                     del table[name]
 
+    def block_locations(self) -> tuple[str, ...]:
+        """The block hook locations this model has (the common ones plus its family's extras)."""
+        cfg = self.cfg
+        drop = set()
+        if not cfg.gated_mlp:
+            drop.add("mlp.up")
+        if not cfg.sandwich_norms:
+            drop.update(_SANDWICH_ONLY)
+        if cfg.parallel:
+            drop.add("resid.post_attn")
+        return tuple(loc for loc in BLOCK_LOCATIONS if loc not in drop)
+
     def _check_hook_name(self, name: str) -> None:
         if name in MODEL_LOCATIONS or any(n == name for _, n in self._autoencoders.values()):
             return
@@ -215,10 +254,13 @@ class Transformer(nn.Module):
             and parts[0] == "blocks"
             and parts[1].isdigit()
             and int(parts[1]) < self.cfg.n_layers
-            and parts[2] in BLOCK_LOCATIONS
+            and parts[2] in self.block_locations()
         )
         if not ok:
-            raise ValueError(f"unknown hook point {name!r}; see transformer.HOOK_LOCATIONS")
+            raise ValueError(
+                f"unknown hook point {name!r} for this {self.cfg.family} model; block locations: "
+                f"{', '.join(self.block_locations())}"
+            )
 
     def run_with_cache(
         self, tokens: Tensor, names: Sequence[str], pad: Tensor | None = None
@@ -261,72 +303,140 @@ class Transformer(nn.Module):
 
     # --------------------------------------------------------------- forward
 
-    def _layer_norm(self, x: Tensor, ln: nn.LayerNorm, scale_name: str) -> Tensor:
+    def _norm(self, x: Tensor, norm: Norm, scale_name: str) -> Tensor:
         # Written out (not F.layer_norm) so the scale is a hook point: the debugger detaches it.
-        # Always in fp32: half precision loses too much in the variance.
+        # Always in at least fp32: half precision loses too much in the variance.
         x32 = x.to(torch.promote_types(x.dtype, torch.float32))
-        centered = x32 - x32.mean(-1, keepdim=True)
-        scale = (centered.pow(2).mean(-1, keepdim=True) + ln.eps).sqrt()
+        if norm.kind == "layernorm":
+            x32 = x32 - x32.mean(-1, keepdim=True)
+        scale = (x32.pow(2).mean(-1, keepdim=True) + norm.eps).sqrt()
         scale = self.hook(scale_name, scale)
-        return (centered / scale * ln.weight.to(x32.dtype) + ln.bias.to(x32.dtype)).to(x.dtype)
+        out = x32 / scale * norm.gain().to(x32.dtype)
+        if norm.bias is not None:
+            out = out + norm.bias.to(x32.dtype)
+        return out.to(x.dtype)
 
-    def _attention(self, i: int, x: Tensor, mask: Tensor | None) -> Tensor:
-        blk: Any = self.xf_layers[i]
+    def _head_norm(self, x: Tensor, norm: Norm) -> Tensor:
+        """Qwen3's RMSNorm over each head's query or key (no hook: it is part of projecting)."""
+        x32 = x.to(torch.promote_types(x.dtype, torch.float32))
+        scale = (x32.pow(2).mean(-1, keepdim=True) + norm.eps).sqrt()
+        return (x32 / scale * norm.gain().to(x32.dtype)).to(x.dtype)
+
+    def _project(self, i: int, which: str, x: Tensor, cos_sin: tuple[Tensor, Tensor] | None) -> Tensor:
+        """Queries ("q") or keys ("k") of layer i for normalized inputs x (b, s, d_model): after
+        qk-norm and rotation, as attention uses them, (b, s, heads, d_head)."""
+        attn: Any = self.xf_layers[i].attn
         b, s, _ = x.shape
-        h, dh = self.cfg.n_heads, self.cfg.d_head
+        out = getattr(attn, f"{which}_proj")(x).view(b, s, -1, self.cfg.d_head)
+        if self.cfg.qk_norm:
+            out = self._head_norm(out, getattr(attn, f"{which}_norm"))
+        if cos_sin is not None:
+            out = rope.rotate(out, *cos_sin)
+        return out
+
+    def _attention(self, i: int, x: Tensor, mask: Tensor | None, cos_sin: tuple[Tensor, Tensor] | None) -> Tensor:
+        cfg = self.cfg
+        attn: Any = self.xf_layers[i].attn
+        b, s, _ = x.shape
+        h, dh, group = cfg.n_heads, cfg.d_head, cfg.n_heads // cfg.kv_heads
         p = f"blocks.{i}."
-        q = self.hook(p + "attn.q", blk.attn.q_proj(x).view(b, s, h, dh))
-        k = self.hook(p + "attn.k", blk.attn.k_proj(x).view(b, s, h, dh))
-        v = self.hook(p + "attn.v", blk.attn.v_proj(x).view(b, s, h, dh))
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (b, h, s, dh)
-        if self._hooked(p + "attn.qk_logits") or self._hooked(p + "attn.qk_probs"):
-            logits = (q @ k.transpose(-1, -2)) / math.sqrt(dh)
+        q = self.hook(p + "attn.q", self._project(i, "q", x, cos_sin))
+        k = self.hook(p + "attn.k", self._project(i, "k", x, cos_sin))
+        v = self.hook(p + "attn.v", attn.v_proj(x).view(b, s, -1, dh))
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (b, heads, s, dh)
+        window = cfg.window(i)
+        if window is not None:
+            local = _causal(s, x.device, window)
+            mask = local if mask is None else mask & local
+        looked_at = self._hooked(p + "attn.qk_logits") or self._hooked(p + "attn.qk_probs")
+        if looked_at or cfg.attn_softcap is not None:
+            if group > 1:
+                k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+            scores = (q @ k.transpose(-1, -2)) * cfg.scale
+            if cfg.attn_softcap is not None:
+                scores = torch.tanh(scores / cfg.attn_softcap) * cfg.attn_softcap
             allowed = mask if mask is not None else _causal(s, x.device)
-            logits = logits.masked_fill(~allowed, float("-inf"))
-            logits = self.hook(p + "attn.qk_logits", logits)
-            probs = torch.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1).to(v.dtype)
-            probs = self.hook(p + "attn.qk_probs", probs)
+            scores = self.hook(p + "attn.qk_logits", scores.masked_fill(~allowed, float("-inf")))
+            probs = torch.softmax(scores.to(torch.promote_types(scores.dtype, torch.float32)), dim=-1)
+            probs = self.hook(p + "attn.qk_probs", probs.to(v.dtype))
             out = probs @ v
         else:  # fused kernel when nobody looks at the attention pattern
             out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, is_causal=mask is None
+                q, k, v, attn_mask=mask, is_causal=mask is None, scale=cfg.scale, enable_gqa=group > 1
             )
         out = self.hook(p + "attn.v_out", out.transpose(1, 2))  # (b, s, h, dh)
-        w, bias = blk.attn.out_proj.weight, blk.attn.out_proj.bias
+        w, bias = attn.out_proj.weight, attn.out_proj.bias
         if self._hooked(p + "attn.head_out"):
-            w_heads = w.view(self.cfg.d_model, h, dh)
-            head_out = self.hook(p + "attn.head_out", torch.einsum("bshe,dhe->bshd", out, w_heads))
-            return head_out.sum(2) + bias
+            heads = self.hook(p + "attn.head_out", torch.einsum("bshe,dhe->bshd", out, w.view(cfg.d_model, h, dh)))
+            return heads.sum(2) + bias if bias is not None else heads.sum(2)
         return F.linear(out.reshape(b, s, h * dh), w, bias)
+
+    def _mlp(self, i: int, x: Tensor) -> Tensor:
+        mlp: Any = self.xf_layers[i].mlp
+        p = f"blocks.{i}."
+        if self.cfg.gated_mlp:
+            pre = self.hook(p + "mlp.pre_act", mlp.gate_layer(x))
+            up = self.hook(p + "mlp.up", mlp.in_layer(x))
+            post = self.hook(p + "mlp.post_act", self._act(pre) * up)
+        else:
+            pre = self.hook(p + "mlp.pre_act", mlp.in_layer(x))
+            post = self.hook(p + "mlp.post_act", self._act(pre))
+        return mlp.out_layer(post)
+
+    def _sublayer_write(self, i: int, sublayer: str, out: Tensor) -> Tensor:
+        """What a sublayer adds to the residual stream: its output, through its post-norm when
+        the family has sandwich norms."""
+        p = f"blocks.{i}."
+        if not self.cfg.sandwich_norms:
+            return self.hook(p + f"resid.delta_{sublayer}", out)
+        blk: Any = self.xf_layers[i]
+        out = self.hook(p + f"{sublayer}.out", out)
+        normed = self._norm(out, getattr(blk, f"post_{sublayer}_ln"), p + f"{sublayer}_post_ln.scale")
+        return self.hook(p + f"resid.delta_{sublayer}", normed)
+
+    def embed(self, tokens: Tensor, positions: Tensor) -> Tensor:
+        x = self.tok_embed(tokens)
+        if self.cfg.embed_scale != 1.0:
+            # as Gemma does it: the scale rounded to the weights' dtype first
+            x = x * torch.tensor(self.cfg.embed_scale, dtype=x.dtype)
+        if self.cfg.positions == "learned":
+            x = x + self.pos_embed(positions)
+        return x
 
     def forward(self, tokens: Tensor, pad: Tensor | None = None) -> Tensor:
         """tokens: (b, s) ints. pad: (b, s) bools, True where a position is padding (left or
         right); padded keys are never attended to and positions count only real tokens."""
+        cfg = self.cfg
         b, s = tokens.shape
-        if s > self.cfg.ctx_window:
-            raise ValueError(f"sequence of {s} tokens exceeds the context window {self.cfg.ctx_window}")
+        if s > cfg.ctx_window:
+            raise ValueError(f"sequence of {s} tokens exceeds the context window {cfg.ctx_window}")
         mask = None
         if pad is None:
-            pos = torch.arange(s, device=tokens.device).expand(b, s)
+            positions = torch.arange(s, device=tokens.device).expand(b, s)
         else:
-            pos = ((~pad).long().cumsum(-1) - 1).clamp(min=0)
+            positions = ((~pad).long().cumsum(-1) - 1).clamp(min=0)
             # (b, 1, q, k); the diagonal keeps rows of padded queries from being empty (NaNs)
             eye = torch.eye(s, dtype=torch.bool, device=tokens.device)
             mask = (_causal(s, tokens.device) & ~pad[:, None, None, :]) | eye
-        x = self.hook("resid.post_emb", self.tok_embed(tokens) + self.pos_embed(pos))
+        cos_sin = None
+        if cfg.positions == "rotary":
+            cos_sin = rope.cos_sin(self.inv_freq, positions, self.dtype)
+        x = self.hook("resid.post_emb", self.embed(tokens, positions))
         blk: Any
         for i, blk in enumerate(self.xf_layers):
             p = f"blocks.{i}."
-            ln_x = self.hook(p + "resid.post_attn_ln", self._layer_norm(x, blk.ln_1, p + "attn_ln.scale"))
-            x = x + self.hook(p + "resid.delta_attn", self._attention(i, ln_x, mask))
-            x = self.hook(p + "resid.post_attn", x)
-            ln_x = self.hook(p + "resid.post_mlp_ln", self._layer_norm(x, blk.ln_2, p + "mlp_ln.scale"))
-            pre = self.hook(p + "mlp.pre_act", blk.mlp.in_layer(ln_x))
-            post = self.hook(p + "mlp.post_act", F.gelu(pre, approximate="tanh"))
-            x = x + self.hook(p + "resid.delta_mlp", blk.mlp.out_layer(post))
-            x = self.hook(p + "resid.post_mlp", x)
-        x = self.hook("resid.post_ln_f", self._layer_norm(x, self.final_ln, "resid.ln_f.scale"))
-        return self.hook("logits", self.unembed(x))
+            ln_x = self.hook(p + "resid.post_attn_ln", self._norm(x, blk.ln_1, p + "attn_ln.scale"))
+            attn = self._sublayer_write(i, "attn", self._attention(i, ln_x, mask, cos_sin))
+            if not cfg.parallel:
+                x = self.hook(p + "resid.post_attn", x + attn)
+            ln_x = self.hook(p + "resid.post_mlp_ln", self._norm(x, blk.ln_2, p + "mlp_ln.scale"))
+            mlp = self._sublayer_write(i, "mlp", self._mlp(i, ln_x))
+            x = self.hook(p + "resid.post_mlp", x + attn + mlp if cfg.parallel else x + mlp)
+        x = self.hook("resid.post_ln_f", self._norm(x, self.final_ln, "resid.ln_f.scale"))
+        logits = self.unembed(x)
+        if cfg.final_softcap is not None:
+            logits = torch.tanh(logits / cfg.final_softcap) * cfg.final_softcap
+        return self.hook("logits", logits)
 
     # -------------------------------------------------------------- sampling
 
@@ -364,9 +474,137 @@ class Transformer(nn.Module):
                 row.append(t)
         return out
 
+    # ------------------------------------------------------- model interface
+    # What the debugger, the records builder and the server know of a model's weights. Writes
+    # are residual-stream vectors per unit of activation; with sandwich norms they include the
+    # post-norm's gain, and the per-token division by its scale (hook `write_scale_location`)
+    # is the caller's, since it depends on the prompt.
 
-def _causal(s: int, device: torch.device) -> Tensor:
-    return torch.ones(s, s, dtype=torch.bool, device=device).tril()
+    @property
+    def mlp_traced_location(self) -> str:
+        """What tracing a neuron differentiates: its pre-activation, or for a gated MLP (which
+        has none) its activation act(gate) * up."""
+        return "mlp.post_act" if self.cfg.gated_mlp else "mlp.pre_act"
+
+    def write_scale_location(self, sublayer: str) -> str | None:
+        """Hook location of the per-token divisor of `sublayer`'s ("attn" or "mlp") writes, or
+        None when they join the residual stream as they are."""
+        return f"{sublayer}_post_ln.scale" if self.cfg.sandwich_norms else None
+
+    def _post_gain(self, layer: int, sublayer: str) -> Tensor | None:
+        if not self.cfg.sandwich_norms:
+            return None
+        norm: Norm = getattr(self.xf_layers[layer], f"post_{sublayer}_ln")
+        return norm.gain()
+
+    def mlp_write(self, layer: int) -> Tensor:
+        """(d_model, d_mlp): column n is what neuron n writes per unit of activation."""
+        blk: Any = self.xf_layers[layer]
+        w: Tensor = blk.mlp.out_layer.weight
+        gain = self._post_gain(layer, "mlp")
+        return w if gain is None else w * gain[:, None]
+
+    def head_write(self, layer: int) -> Tensor:
+        """(n_heads, d_head, d_model): W_O split by head (row e of head h is what dimension e of
+        that head's value output writes)."""
+        cfg = self.cfg
+        blk: Any = self.xf_layers[layer]
+        w: Tensor = blk.attn.out_proj.weight
+        gain = self._post_gain(layer, "attn")
+        if gain is not None:
+            w = w * gain[:, None]
+        return w.T.reshape(cfg.n_heads, cfg.d_head, cfg.d_model)
+
+    def bias_write(self, layer: int, sublayer: str) -> Tensor:
+        """(d_model,): what `sublayer`'s output bias writes at every token (zeros if none)."""
+        blk: Any = self.xf_layers[layer]
+        bias = (blk.attn.out_proj if sublayer == "attn" else blk.mlp.out_layer).bias
+        if bias is None:
+            return torch.zeros(self.cfg.d_model, device=self.device, dtype=self.dtype)
+        gain = self._post_gain(layer, sublayer)
+        return bias if gain is None else bias * gain
+
+    def kv_head(self, head: int) -> int:
+        """The key/value head that query head `head` reads (itself without grouped queries)."""
+        return head // (self.cfg.n_heads // self.cfg.kv_heads)
+
+    def expand_kv(self, x: Tensor) -> Tensor:
+        """Key/value heads (..., kv_heads, d_head) repeated to one per query head."""
+        group = self.cfg.n_heads // self.cfg.kv_heads
+        return x if group == 1 else x.repeat_interleave(group, dim=-2)
+
+    def token_embeddings(self) -> Tensor:
+        """(n_vocab, d_model): what each token adds to the residual stream (positions aside)."""
+        w = self.tok_embed.weight
+        return w * torch.tensor(self.cfg.embed_scale, dtype=w.dtype) if self.cfg.embed_scale != 1.0 else w
+
+    def input_norm_gain(self, layer: int, sublayer: str) -> Tensor:
+        """The gain of the norm in front of `sublayer` ("attn" or "mlp") at `layer`."""
+        blk: Any = self.xf_layers[layer]
+        norm: Norm = blk.ln_1 if sublayer == "attn" else blk.ln_2
+        return norm.gain()
+
+    def normalized(self, x: Tensor) -> Tensor:
+        """x as a block's input norm sees it, before the gain: centred and divided by its standard
+        deviation (LayerNorm), or divided by its root mean square (RMSNorm)."""
+        x = x.float()
+        if self.cfg.norm == "layernorm":
+            x = x - x.mean(-1, keepdim=True)
+        return x / (x.pow(2).mean(-1, keepdim=True) + self.cfg.norm_eps).sqrt()
+
+    def read_tokens(self, directions: Tensor) -> Tensor:
+        """(n, n_vocab): each direction (n, d_model), in the space of a block's input norm before
+        its gain, dotted with every token embedding as that norm normalizes it, without
+        materialising the normalized embedding matrix."""
+        w, s = self.tok_embed.weight, self.cfg.embed_scale
+        key = (w.data_ptr(), w._version)
+        if self._token_stats is None or self._token_stats[0] != key:
+            with torch.no_grad():
+                e = w.float() * s
+                if self.cfg.norm == "layernorm":
+                    mean, var = e.mean(-1), e.var(-1, unbiased=False)
+                else:
+                    mean, var = torch.zeros_like(e[:, 0]), e.pow(2).mean(-1)
+                scale = (var + self.cfg.norm_eps).sqrt()
+            self._token_stats = (key, mean, scale)
+        _, mean, scale = self._token_stats
+        raw = (directions.to(w.dtype) @ w.T).float() * s
+        return (raw - directions.float().sum(-1, keepdim=True) * mean) / scale
+
+    def logit_lens(self, writes: Tensor) -> Tensor:
+        """(n, n_vocab) logits that residual-stream vectors (n, d_model) add through the final
+        norm (its scale held constant, so only centring and gain act) and the unembedding,
+        before any soft-cap."""
+        w = writes.float()
+        if self.cfg.norm == "layernorm":
+            w = w - w.mean(-1, keepdim=True)
+        return (w * self.final_ln.gain().float()) @ self.unembed.weight.float().T
+
+    def queries(self, layer: int, normed: Tensor, positions: Tensor) -> Tensor:
+        """(n, n_heads, d_head) queries of normalized inputs (n, d_model) at positions (n,)."""
+        return self._project(layer, "q", normed[None], self._cos_sin(positions))[0]
+
+    def keys(self, layer: int, normed: Tensor, positions: Tensor) -> Tensor:
+        """(n, kv_heads, d_head) keys of normalized inputs (n, d_model) at positions (n,)."""
+        return self._project(layer, "k", normed[None], self._cos_sin(positions))[0]
+
+    def _cos_sin(self, positions: Tensor) -> tuple[Tensor, Tensor] | None:
+        if self.cfg.positions != "rotary":
+            return None
+        return rope.cos_sin(self.inv_freq, positions[None], self.dtype)
+
+    def mlp_traced(self, layer: int, normed: Tensor) -> Tensor:
+        """(..., d_mlp): the traced MLP quantity (see mlp_traced_location) of normalized inputs."""
+        mlp: Any = self.xf_layers[layer].mlp
+        if self.cfg.gated_mlp:
+            return self._act(mlp.gate_layer(normed)) * mlp.in_layer(normed)
+        return mlp.in_layer(normed)
+
+
+def _causal(s: int, device: torch.device, window: int | None = None) -> Tensor:
+    """(s, s) bools: query i may see key j. With a window, only the last `window` keys."""
+    allowed = torch.ones(s, s, dtype=torch.bool, device=device).tril()
+    return allowed if window is None else allowed.triu(-(window - 1))
 
 
 def _sample(logits: Tensor, temperature: float, top_p: float | None, gen: torch.Generator) -> Tensor:

@@ -37,7 +37,7 @@ def make_test_model(folder: Path) -> Path:
     if not (folder / "config.json").is_file():
         save_model(Transformer(cfg).init_weights(seed=0), folder, overwrite=True)
     for name, reads, width, seed in (
-        ("ae-mlp", "mlp.post_act", cfg.d_ff, 10),
+        ("ae-mlp", "mlp.post_act", cfg.d_mlp, 10),
         ("ae-attn", "resid.delta_attn", cfg.d_model, 20),
     ):
         ae_folder = folder / "autoencoders" / name
