@@ -82,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tie-embeddings",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="share tok_embed and unembed while training (exported untied, as GPT-2's layout "
+        help="share the token embedding and the unembedding while training (exported untied, as GPT-2's layout "
         "stores both); the shipped model was trained tied",
     )
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.tie_embeddings:
         # one matrix reads and writes each token: a rare token's embedding is trained by every
         # prediction of it, which is what copying arbitrary tokens (induction) needs
-        model.unembed.weight = model.tok_embed.weight
+        model.tie_embeddings()
     if args.export_only:
         if ckpt is None:
             raise SystemExit(f"no checkpoint at {ckpt_path}")

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -37,8 +38,31 @@ class CheckpointError(ValueError):
     """The checkpoint's files are missing or unreadable; the message is one line."""
 
 
+class Tensors(Protocol):
+    """Named tensors a model is built from: a checkpoint's files, or a state dict in memory."""
+
+    def names(self) -> set[str]: ...
+
+    def read(self, name: str) -> Tensor: ...
+
+
+class StateDict:
+    """The tensors of a state dict already in memory (e.g. a `transformers` model's)."""
+
+    def __init__(self, state: Mapping[str, Tensor]):
+        self.state = state
+
+    def names(self) -> set[str]:
+        return set(self.state)
+
+    def read(self, name: str) -> Tensor:
+        if name not in self.state:
+            raise CheckpointError(f"the state dict has no tensor {name!r}")
+        return self.state[name].detach()
+
+
 class Checkpoint:
-    """The tensors of one checkpoint folder, by name, read on demand (on the CPU)."""
+    """The tensors of one checkpoint's files, by name, read on demand (on the CPU)."""
 
     def __init__(self, files: list[Path]):
         self._where: dict[str, tuple[Path, Any]] = {}  # name -> (file, safetensors entry or None)

@@ -125,6 +125,8 @@ class TransformerConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TransformerConfig:
+        if "enc" in d or "m_mlp" in d:  # the GPT-2 fields of format version 1
+            return cls.from_openai(d)
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:

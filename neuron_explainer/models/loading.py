@@ -23,6 +23,7 @@ of the checkpoint is ever held on the host. Every failure raises ModelLoadError 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -45,7 +46,7 @@ from tqdm import tqdm
 
 from neuron_explainer import file_utils
 from neuron_explainer.models import families, hub
-from neuron_explainer.models.checkpoint import Checkpoint, CheckpointError
+from neuron_explainer.models.checkpoint import Checkpoint, CheckpointError, StateDict, Tensors
 from neuron_explainer.models.config import TransformerConfig
 from neuron_explainer.models.families import Source, UnsupportedModel, same
 from neuron_explainer.models.transformer import Transformer
@@ -55,6 +56,7 @@ __all__ = [
     "MODEL_REGISTRY",
     "NO_NETWORK_HINT",
     "ModelLoadError",
+    "from_transformers",
     "load_model",
     "model_encoding",
     "model_source",
@@ -140,6 +142,16 @@ def load_model(
     # Plain attributes (nn.Module would type them as Tensor | Module for mypy).
     model.source, model.tokenizer_path = location, tokenizer_path
     return model
+
+
+def from_transformers(hf_model: Any, *, device: str | torch.device = "cpu", dtype: torch.dtype | None = torch.float32) -> Transformer:
+    """Our model holding the weights of a `transformers` causal LM in memory (same families as
+    load_model; the tokenizer is GPT-2's unless the caller sets `tokenizer_path`)."""
+    config = hf_model.config.to_dict()
+    family, cfg = _hf_config("the transformers model", config)
+    cfg = dataclasses.replace(cfg, tokenizer="gpt2")
+    model = _stream(cfg, StateDict(hf_model.state_dict()), family, "the transformers model", _check_device(device), dtype)
+    return model.eval()
 
 
 def model_tokenizer(model_cfg: TransformerConfig, folder: str | os.PathLike[str] | None) -> str:
@@ -358,7 +370,7 @@ def _checkpoint(location: str) -> Checkpoint:
         raise ModelLoadError(f"{location}: {e}") from e
 
 
-def _sources(cfg: TransformerConfig, checkpoint: Checkpoint, family: ModuleType | None, location: str) -> dict[str, Source]:
+def _sources(cfg: TransformerConfig, checkpoint: Tensors, family: ModuleType | None, location: str) -> dict[str, Source]:
     names = checkpoint.names()
     with torch.device("meta"):
         expected = Transformer(cfg).state_dict()
@@ -392,7 +404,7 @@ def _sources(cfg: TransformerConfig, checkpoint: Checkpoint, family: ModuleType 
 
 def _stream(
     cfg: TransformerConfig,
-    checkpoint: Checkpoint,
+    checkpoint: Tensors,
     family: ModuleType | None,
     location: str,
     device: torch.device,

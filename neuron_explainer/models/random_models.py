@@ -99,6 +99,31 @@ def make_tokenizer(folder: Path, vocab_size: int = VOCAB, bos: bool = False, tex
     return folder / "tokenizer.json"
 
 
+# GPT-2 small's shape (12 layers, d_model 768, 12 heads, MLP 3072, vocabulary 50257), spelled in
+# each config class's own field names; grouped-query families get 4 key/value heads.
+_GPT2_SMALL = dict(d_model=768, n_layers=12, n_heads=12, kv_heads=4, d_mlp=3072, vocab=50257, ctx=1024)
+_FIELD_NAMES = {
+    "GPT2Config": dict(d_model="n_embd", n_layers="n_layer", n_heads="n_head", d_mlp="n_inner", ctx="n_positions"),
+    "GPTNeoXConfig": dict(d_model="hidden_size", n_layers="num_hidden_layers", n_heads="num_attention_heads",
+                          d_mlp="intermediate_size", ctx="max_position_embeddings"),
+}
+_LLAMA_NAMES = dict(d_model="hidden_size", n_layers="num_hidden_layers", n_heads="num_attention_heads",
+                    kv_heads="num_key_value_heads", d_mlp="intermediate_size", ctx="max_position_embeddings")
+
+
+def gpt2_small_sized(family: str) -> dict[str, Any]:
+    """Config overrides that give `family` GPT-2 small's size (for benchmarks)."""
+    class_name, base = SMALL[family]
+    names = _FIELD_NAMES.get(class_name, _LLAMA_NAMES)
+    out: dict[str, Any] = {names[k]: v for k, v in _GPT2_SMALL.items() if k in names}
+    out["vocab_size"] = _GPT2_SMALL["vocab"]
+    if "head_dim" in base:
+        out["head_dim"] = _GPT2_SMALL["d_model"] // _GPT2_SMALL["n_heads"]
+    if "num_key_value_heads" in base and base["num_key_value_heads"] == 1:
+        out["num_key_value_heads"] = 1
+    return out
+
+
 def hf_model(family: str, seed: int = 0, **overrides: Any) -> Any:
     """A random `transformers` model of `family` (a key of SMALL), in eval mode, fp32, eager
     attention (so output_attentions returns the probabilities the forward uses)."""

@@ -183,6 +183,11 @@ class Transformer(nn.Module):
                         bias.zero_()
         return self
 
+    def tie_embeddings(self) -> Transformer:
+        """Make the unembedding the token embedding matrix itself (for training tied models)."""
+        self.unembed.weight = self.tok_embed.weight
+        return self
+
     @property
     def device(self) -> torch.device:
         return self.unembed.weight.device

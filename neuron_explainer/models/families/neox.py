@@ -67,8 +67,10 @@ def weights(cfg: TransformerConfig, names: Set[str]) -> dict[str, Source]:
         "final_ln.weight": same("gpt_neox.final_layer_norm.weight"),
         "final_ln.bias": same("gpt_neox.final_layer_norm.bias"),
     }
-    if "embed_out.weight" in names:
-        out["unembed.weight"] = same("embed_out.weight")
+    # embed_out in checkpoints; transformers 5 calls it lm_head in memory
+    head = next((k for k in ("embed_out.weight", "lm_head.weight") if k in names), None)
+    if head is not None:
+        out["unembed.weight"] = same(head)
     elif cfg.tie_embeddings:
         out["unembed.weight"] = same("gpt_neox.embed_in.weight")
     else:
