@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sae_lens as sl
 import torch
+from sae_lens.saes.sae import SAEMetadata
+from sae_lens.training.activation_scaler import ActivationScaler
 
-sl = pytest.importorskip("sae_lens")
-from sae_lens.saes.sae import SAEMetadata  # noqa: E402
-from sae_lens.training.activation_scaler import ActivationScaler  # noqa: E402
-
-from neuron_explainer.models.saes import SparseCoder, load_sae  # noqa: E402
-from neuron_explainer.models.saes.saelens_format import load_saelens_folder  # noqa: E402
+from neuron_explainer.models.saes import SparseCoder, load_sae
+from neuron_explainer.models.saes.saelens_format import load_saelens_folder
 
 ATOL = 1e-5
 D_IN, D_SAE, D_OUT = 12, 40, 10

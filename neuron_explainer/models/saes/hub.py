@@ -17,6 +17,7 @@ from neuron_explainer.file_utils import FetchError
 __all__ = [
     "LOCAL_FOLDER_HINT",
     "HubUnreachable",
+    "cached_state",
     "download_file",
     "download_snapshot",
     "endpoint",
@@ -69,6 +70,24 @@ def _fetch_error(e: Exception, repo_id: str, what: str) -> FetchError:
     return FetchError(f"downloading {what} from {repo_id} failed ({type(e).__name__}: {e})", LOCAL_FOLDER_HINT)
 
 
+def cached_state(
+    repo_id: str,
+    filename: str,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> str:
+    """"present", "absent" (the hub said so when last asked) or "unknown", from the cache alone."""
+    from huggingface_hub import _CACHED_NO_EXIST, try_to_load_from_cache
+
+    found = try_to_load_from_cache(
+        repo_id, filename, cache_dir=None if cache_dir is None else Path(cache_dir), revision=revision
+    )
+    if found is _CACHED_NO_EXIST:
+        return "absent"
+    return "unknown" if found is None else "present"
+
+
 def download_file(
     repo_id: str,
     filename: str,
@@ -78,9 +97,13 @@ def download_file(
     optional: bool = False,
 ) -> Path | None:
     """Local path of `filename` in `repo_id` (downloaded once into the hub cache). With
-    `optional`, a file the repository does not have gives None instead of an error."""
+    `optional`, a file the repository does not have gives None instead of an error (also
+    offline, when the cache remembers that the hub said so)."""
     from huggingface_hub import errors, hf_hub_download
 
+    if optional and cached_state(repo_id, filename, revision=revision, cache_dir=cache_dir) == "absent":
+        # known to be missing: asking an unreachable hub again would only wait out its retries
+        return None
     try:
         return Path(
             hf_hub_download(

@@ -74,6 +74,15 @@ def _join(folder: str, name: str) -> str:
     return f"{folder.strip('/')}/{name}" if folder.strip("/") else name
 
 
+def _sparsity(repo: str, folder: str, revision: str | None, cache_dir: str | None) -> None:
+    """Fetch the optional sparsity file next to a SAELens folder; unreachable is fine (it is
+    informational, and the SAE itself may be cached)."""
+    try:
+        hub.download_file(repo, _join(folder, SPARSITY_FILE), revision=revision, cache_dir=cache_dir, optional=True)
+    except hub.HubUnreachable:
+        pass
+
+
 def _load_local(path: Path, kw: dict[str, Any]) -> SparseCoder:
     if path.is_file():
         if path.suffix == ".npz":
@@ -97,15 +106,15 @@ def _load_release(release: Release, sae_id: str, kw: dict[str, Any], cache_dir: 
     repo = release.repo_id
     source = f"{release.name}:{sae_id}"
 
-    def get(name: str, optional: bool = False) -> Path | None:
-        return hub.download_file(repo, _join(folder, name), cache_dir=cache_dir, optional=optional)
+    def get(name: str) -> Path | None:
+        return hub.download_file(repo, _join(folder, name), cache_dir=cache_dir)
 
     conversion = release.conversion
     if conversion == "sae_lens":
         cfg = get(CFG_FILE)
         assert cfg is not None
         get(WEIGHTS_FILE)
-        get(SPARSITY_FILE, optional=True)
+        _sparsity(repo, folder, None, cache_dir)
         return load_saelens_folder(
             cfg.parent,
             config_overrides=release.config_overrides,
@@ -151,7 +160,14 @@ def _load_hf(uri: str, kw: dict[str, Any], cache_dir: str | None) -> SparseCoder
         assert npz is not None
         return load_gemma_scope(npz, location=f"{repo}/{folder}", source=uri, **kw)
     offline: hub.HubUnreachable | None = None
-    for fmt, name in _FORMAT_FILES.items():
+    # cached layouts first, layouts the hub said are absent never: offline loads stay quick
+    states = {
+        fmt: hub.cached_state(repo, _join(folder, name), revision=revision, cache_dir=cache_dir)
+        for fmt, name in _FORMAT_FILES.items()
+    }
+    order = sorted((fmt for fmt in _FORMAT_FILES if states[fmt] != "absent"), key=lambda f: states[f] != "present")
+    for fmt in order:
+        name = _FORMAT_FILES[fmt]
         try:
             found = hub.download_file(repo, _join(folder, name), revision=revision, cache_dir=cache_dir, optional=True)
         except hub.HubUnreachable as e:
@@ -161,7 +177,7 @@ def _load_hf(uri: str, kw: dict[str, Any], cache_dir: str | None) -> SparseCoder
             continue
         if fmt == "saelens":
             hub.download_file(repo, _join(folder, WEIGHTS_FILE), revision=revision, cache_dir=cache_dir)
-            hub.download_file(repo, _join(folder, SPARSITY_FILE), revision=revision, cache_dir=cache_dir, optional=True)
+            _sparsity(repo, folder, revision, cache_dir)
             return load_saelens_folder(found.parent, source=uri, **kw)
         if fmt == "llama_scope":
             hub.download_file(repo, _join(folder, LLAMA_SCOPE_WEIGHTS), revision=revision, cache_dir=cache_dir)
