@@ -17,7 +17,12 @@ import yaml
 from conftest import LocalHTTPServer
 from fake_hub import FakeHub
 from sae_lens.saes.sae import SAEMetadata
-from test_saes_formats import circuit_tracer_set, llama_scope_by_hand, write_gemma_scope, write_llama_scope
+from test_saes_formats import (
+    circuit_tracer_set,
+    llama_scope_by_hand,
+    write_gemma_scope,
+    write_llama_scope,
+)
 
 from neuron_explainer.file_utils import FetchError
 from neuron_explainer.models.saes import load_sae, load_transcoder_set, release_table
@@ -108,7 +113,7 @@ def test_hf_repo_and_path(hub: FakeHub, tmp_path: Path) -> None:
     sae = load_sae("hf://someone/my-saes/llama/L1A", cache_dir=tmp_path / "c")
     assert sae.info.format == "llama_scope" and sae.reads == "blocks.1.resid.delta_attn"
     assert math.isclose(sae.info.extra["norm_scale_in"], math.sqrt(8) / p["hp"]["dataset_average_activation_norm"]["in"])
-    with pytest.raises(FetchError, match="holds none of cfg.json"):
+    with pytest.raises(FetchError, match=r"holds none of cfg\.json"):
         load_sae("hf://someone/my-saes/nothing/here", cache_dir=tmp_path / "c")
     with pytest.raises(FetchError, match="no Hugging Face repository someone/missing"):
         load_sae("hf://someone/missing/x", cache_dir=tmp_path / "c")
@@ -135,7 +140,7 @@ def test_transcoder_set_from_the_hub(listed: bool, hub: FakeHub, tmp_path: Path)
 
 
 def test_release_errors_are_one_line(hub: FakeHub, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="has no SAE id 'blocks.99.hook_resid_pre'; its ids: blocks.0") as e:
+    with pytest.raises(ValueError, match=r"has no SAE id 'blocks\.99\.hook_resid_pre'; its ids: blocks\.0") as e:
         load_sae("gpt2-small-res-jb:blocks.99.hook_resid_pre", cache_dir=tmp_path)
     assert "\n" not in str(e.value)
     gemma3 = next(r for r in release_table().values() if r.conversion == "gemma_3")

@@ -102,7 +102,7 @@ def test_gemma_scope_transcoder_and_explicit_hooks(tmp_path: Path) -> None:
     assert tc.is_transcoder and tc.info.hook_in == "blocks.5.ln2.hook_normalized"
     assert tc.reads == "blocks.5.mlp_ln.normalized" and tc.writes == "blocks.5.resid.delta_mlp"
     x = rng(3).standard_normal((7, 16)).astype(np.float32)
-    latents, out = gemma_scope_by_hand(params, x)
+    _, out = gemma_scope_by_hand(params, x)
     close(tc.decode(tc.encode(torch.from_numpy(x))), out)
     # a folder whose names say nothing: hooks given explicitly
     plain = tmp_path / "plain"
@@ -362,7 +362,7 @@ def test_circuit_tracer_refusals(tmp_path: Path) -> None:
     made = circuit_tracer_set(8, 16, 3, jumprelu=False, skip=False)
     made.to_safetensors(str(tmp_path))
     (tmp_path / "layer_1.safetensors").unlink()
-    with pytest.raises(ValueError, match="layer_0 .. layer_1"):
+    with pytest.raises(ValueError, match=r"layer_0 \.\. layer_1"):
         load_transcoder_set(tmp_path)
     with pytest.raises(ValueError, match="transcoder set"):
         load_sae(tmp_path)
@@ -408,6 +408,6 @@ def test_hook_names_depend_on_the_family_layout() -> None:
     with pytest.raises(ValueError, match="norm after the MLP"):
         hook_point_for("blocks.3.mlp.hook_out", post_norms)
     for bad in ("hook_embed", "blocks.1.attn.hook_rot_q", "blocks.x.hook_resid_pre"):
-        with pytest.raises(ValueError, match="known: 'blocks.L.' \\+ one of hook_resid_pre") as e:
+        with pytest.raises(ValueError, match=r"known: 'blocks\.L\.' \+ one of hook_resid_pre") as e:
             hook_point_for(bad)
         assert "\n" not in str(e.value)

@@ -16,6 +16,7 @@ Downloads go through huggingface_hub (hub.py): its cache, progress bars and HF_E
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
@@ -77,10 +78,8 @@ def _join(folder: str, name: str) -> str:
 def _sparsity(repo: str, folder: str, revision: str | None, cache_dir: str | None) -> None:
     """Fetch the optional sparsity file next to a SAELens folder; unreachable is fine (it is
     informational, and the SAE itself may be cached)."""
-    try:
+    with contextlib.suppress(hub.HubUnreachable):
         hub.download_file(repo, _join(folder, SPARSITY_FILE), revision=revision, cache_dir=cache_dir, optional=True)
-    except hub.HubUnreachable:
-        pass
 
 
 def _load_local(path: Path, kw: dict[str, Any]) -> SparseCoder:
