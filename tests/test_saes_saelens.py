@@ -379,3 +379,33 @@ def test_sparsity_file_and_frozen_parameters(tmp_path: Path) -> None:
     x = inputs((4, D_IN), seed=3).requires_grad_(True)
     ours.encode(x).sum().backward()  # gradients still flow through to the input
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_output_scale_is_what_each_latent_writes(norm: str, tmp_path: Path) -> None:
+    """decode is affine in the latents at a fixed input: latent i adds
+    output_scale(x) * W_dec[i] per unit (the write direction the debugger needs)."""
+    sae = randomize(sl.StandardSAE(sl.StandardSAEConfig(d_in=D_IN, d_sae=D_SAE, normalize_activations=norm, metadata=meta())))
+    ours = load_saelens_folder(saved(sae, tmp_path / "sae"))
+    x = inputs((3, D_IN))
+    latents = ours.encode(x)
+    bumped = latents.clone()
+    bumped[..., 7] += 2.0
+    delta = ours.decode(bumped, x) - ours.decode(latents, x)
+    assert_close(delta, 2.0 * ours.output_scale(x) * ours.decoder_directions()[7])
+    assert ours.decode_needs_input == (norm != "none")
+    if norm != "none":
+        with pytest.raises(ValueError, match="decode needs the encoded input x"):
+            ours.decode(latents)
+
+
+def test_module_refuses_inconsistent_shapes() -> None:
+    with pytest.raises(ValueError, match="topk needs an integer"):
+        SparseCoder(4, 8, activation="topk")
+    with pytest.raises(ValueError, match="must equal d_in"):
+        SparseCoder(4, 8, d_out=5)
+    with pytest.raises(ValueError, match="not computed at inference"):
+        SparseCoder(4, 8, normalize_activations="expected_average_only_in")
+    coder = SparseCoder(4, 8)
+    with pytest.raises(ValueError, match="reads 4 inputs"):
+        coder.encode(torch.zeros(2, 5))

@@ -150,10 +150,10 @@ def load_circuit_tracer_layer(
         ),
         conventions=conventions,
         dtype=dtype,
-        device=device,
+        device="meta",
     )
     coder.jumprelu_relu = False  # circuit-tracer's JumpReLU keeps negative pre-activations above a negative threshold
-    coder.load_weights(w, source=source)
+    coder.load_weights(w, source=source, device=device)
     return coder.requires_grad_(False)
 
 

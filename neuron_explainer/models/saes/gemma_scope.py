@@ -115,9 +115,9 @@ def sparse_coder_from_npz_weights(
         ),
         conventions=conventions,
         dtype=dtype,
-        device=device,
+        device="meta",
     )
-    coder.load_weights(w, source=source)
+    coder.load_weights(w, source=source, device=device)
     return coder.requires_grad_(False)
 
 

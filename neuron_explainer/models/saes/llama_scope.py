@@ -133,7 +133,7 @@ def load_llama_scope(
         ),
         conventions=conventions,
         dtype=dtype,
-        device=device,
+        device="meta",
     )
-    coder.load_weights(w, source=source)
+    coder.load_weights(w, source=source, device=device)
     return coder.requires_grad_(False)

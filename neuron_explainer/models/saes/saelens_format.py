@@ -304,9 +304,9 @@ def load_saelens_folder(
         info=info,
         conventions=conventions,
         dtype=dtype,
-        device=device,
+        device="meta",
     )
-    coder.load_weights(weights, source=source)
+    coder.load_weights(weights, source=source, device=device)
     if (path / SPARSITY_FILE).exists():
         sparsity = read_safetensors(path / SPARSITY_FILE).get("sparsity")
         if sparsity is None or tuple(sparsity.shape) != (cfg.d_sae,):

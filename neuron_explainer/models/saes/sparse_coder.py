@@ -230,9 +230,14 @@ class SparseCoder(nn.Module):
 
     # -------------------------------------------------------------- weights
 
-    def load_weights(self, weights: dict[str, Tensor], *, source: str) -> None:
-        """Assign parameters from a dict with exactly this module's parameter names and shapes
-        (cast to the module's dtype and device). Raises ValueError naming `source`."""
+    def load_weights(
+        self, weights: dict[str, Tensor], *, source: str, device: torch.device | str | None = None
+    ) -> None:
+        """Take parameters from a dict with exactly this module's parameter names and shapes,
+        cast to the module's dtype and moved to `device` (default: the module's; "meta" modules,
+        which loaders build to skip allocating placeholders, default to the CPU). The dict's
+        tensors are used without a copy where dtype and device already fit. Raises ValueError
+        naming `source`."""
         expected = {name: tuple(p.shape) for name, p in self.named_parameters()}
         missing = sorted(set(expected) - set(weights))
         unknown = sorted(set(weights) - set(expected))
@@ -247,9 +252,14 @@ class SparseCoder(nn.Module):
                 raise ValueError(f"{source}: {name} has shape {got}, expected {shape}")
             if not weights[name].is_floating_point():
                 raise ValueError(f"{source}: {name} is {weights[name].dtype}, not a floating tensor")
-        with torch.no_grad():
-            for name, p in self.named_parameters():
-                p.copy_(weights[name])
+        target = torch.device(device) if device is not None else self.device
+        if target.type == "meta":
+            target = torch.device("cpu")
+        for name, p in list(self.named_parameters()):
+            module, _, leaf = name.rpartition(".")
+            owner = self.get_submodule(module) if module else self
+            tensor = weights[name].detach().to(device=target, dtype=self.dtype)
+            setattr(owner, leaf, nn.Parameter(tensor.contiguous(), requires_grad=p.requires_grad))
 
     # ---------------------------------------------------------------- maths
 
