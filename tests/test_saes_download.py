@@ -5,6 +5,7 @@ one-line error naming what to pass instead."""
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from pathlib import Path
@@ -151,3 +152,43 @@ def test_release_errors_are_one_line(hub: FakeHub, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="pass a local folder, RELEASE:SAE_ID"):
         load_sae("no/such/folder")
     assert hub.downloads() == []
+
+
+def test_other_release_layouts(hub: FakeHub, tmp_path: Path) -> None:
+    """One release of each further layout: Qwen Scope, dictionary_learning, circuit-tracer layer
+    files (mwhanna), Gemma Scope transcoders."""
+    table = release_table()
+    cache = tmp_path / "c"
+    qwen = next(r for r in table.values() if r.conversion == "qwen_scope")
+    sae_id, path = next(iter(qwen.saes.items()))
+    g = torch.Generator().manual_seed(0)
+    d_sae = 128
+    buf = tmp_path / "q.pt"
+    torch.save({"W_enc": torch.randn(d_sae, 16, generator=g), "W_dec": torch.randn(16, d_sae, generator=g), "b_enc": torch.zeros(d_sae), "b_dec": torch.zeros(16)}, buf)
+    hub.add_file(qwen.repo_id, path, buf.read_bytes())
+    sae = load_sae(f"{qwen.name}:{sae_id}", cache_dir=cache)
+    assert sae.info.format == "qwen_scope" and sae.k == int(qwen.repo_id.rsplit("_", 1)[1]) and sae.info.model_name == qwen.model
+
+    dl = next(r for r in table.values() if r.conversion == "dictionary_learning_1")
+    sae_id, path = next(iter(dl.saes.items()))
+    (tmp_path / "dl").mkdir()
+    trainer = {"dict_class": "AutoEncoder", "activation_dim": 16, "dict_size": 32, "layer": 11, "lm_name": "m"}
+    (tmp_path / "dl" / "config.json").write_text(json.dumps({"trainer": trainer}))
+    torch.save({"encoder.weight": torch.randn(32, 16), "encoder.bias": torch.zeros(32), "decoder.weight": torch.randn(16, 32), "bias": torch.zeros(16)}, tmp_path / "dl" / "ae.pt")
+    hub.add_folder(dl.repo_id, tmp_path / "dl", under=path)
+    sae = load_sae(f"{dl.name}:{sae_id}", cache_dir=cache)
+    assert sae.info.format == "dictionary_learning" and sae.reads == "blocks.11.resid.post_mlp"
+
+    mw = next(r for r in table.values() if r.conversion == "mwhanna_transcoder")
+    made = circuit_tracer_set(12, 24, 1, jumprelu=False, skip=False)
+    made.to_safetensors(str(tmp_path / "mw"))
+    hub.add_file(mw.repo_id, "layer_0.safetensors", (tmp_path / "mw" / "layer_0.safetensors").read_bytes())
+    tc = load_sae(f"{mw.name}:layer_0", cache_dir=cache)
+    assert tc.is_transcoder and tc.reads == "blocks.0.resid.post_mlp_ln" and tc.writes == "blocks.0.resid.delta_mlp"
+
+    gt = next(r for r in table.values() if r.conversion == "gemma_2_transcoder")
+    sae_id, path = next(iter(gt.saes.items()))
+    write_gemma_scope(tmp_path / "gt", 16, 32)
+    hub.add_folder(gt.repo_id, tmp_path / "gt", under=path)
+    tc = load_sae(f"{gt.name}:{sae_id}", cache_dir=cache)
+    assert tc.is_transcoder and tc.writes == "blocks.0.resid.delta_mlp"

@@ -411,3 +411,83 @@ def test_hook_names_depend_on_the_family_layout() -> None:
         with pytest.raises(ValueError, match=r"known: 'blocks\.L\.' \+ one of hook_resid_pre") as e:
             hook_point_for(bad)
         assert "\n" not in str(e.value)
+
+
+# ------------------------------------------ layouts SAELens converts: Qwen Scope, dictionary_learning
+
+
+def _saelens_reference(loader: Any, repo: str, sub: str, root: Path, monkeypatch: pytest.MonkeyPatch, **overrides: Any) -> Any:
+    """sae-lens' own converter for a layout, its download pointed at the files under `root`."""
+    import sae_lens
+    from sae_lens.loading import pretrained_sae_loaders as loaders
+
+    def fake_download(repo_id: str, filename: str, subfolder: str | None = None, **_: Any) -> str:
+        return str(root / repo_id / (subfolder or "") / filename)
+
+    monkeypatch.setattr(loaders, "hf_hub_download", fake_download)
+    cfg, state, _ = loader(repo, sub, cfg_overrides=overrides or None)
+    ref = sae_lens.SAE.from_dict(loaders.handle_config_defaulting(cfg))
+    ref.load_state_dict(state)
+    return ref
+
+
+def test_qwen_scope_matches_sae_lens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sae_lens.loading.pretrained_sae_loaders import qwen_scope_sae_huggingface_loader
+
+    repo = "Qwen/SAE-Res-Qwen3-1.7B-Base-W32K-L0_5"
+    g = rng(11)
+    file = tmp_path / repo / "layer3.sae.pt"
+    file.parent.mkdir(parents=True)
+    torch.save(
+        {
+            "W_enc": torch.from_numpy(g.standard_normal((64, 16)).astype(np.float32) / 4),
+            "W_dec": torch.from_numpy(g.standard_normal((16, 64)).astype(np.float32) / 8),
+            "b_enc": torch.from_numpy(g.standard_normal(64).astype(np.float32) * 0.3),
+            "b_dec": torch.from_numpy(g.standard_normal(16).astype(np.float32) * 0.3),
+        },
+        file,
+    )
+    ref = _saelens_reference(qwen_scope_sae_huggingface_loader, repo, "layer3.sae.pt", tmp_path, monkeypatch, d_in=16, d_sae=64)
+    ours = load_sae(file)  # k comes from the repository name in the path
+    assert ours.activation == "topk" and ours.k == 5 and ours.reads == "blocks.3.resid.post_mlp"
+    x = torch.from_numpy(g.standard_normal((4, 16)).astype(np.float32))
+    close(ours.encode(x), ref.encode(x).detach())
+    close(ours.decode(ours.encode(x)), ref.decode(ref.encode(x)).detach())
+
+
+def _dictionary_learning_files(dict_class: str, d_in: int, d_sae: int, g: np.random.Generator) -> dict[str, torch.Tensor]:
+    """What dictionary_learning's classes save (their state_dict names)."""
+
+    def t(*shape: int, scale: float = 0.3) -> torch.Tensor:
+        return torch.from_numpy((g.standard_normal(shape) * scale).astype(np.float32))
+
+    enc, dec = t(d_sae, d_in, scale=1 / math.sqrt(d_in)), t(d_in, d_sae, scale=1 / math.sqrt(d_sae))
+    if dict_class == "AutoEncoder":
+        return {"encoder.weight": enc, "encoder.bias": t(d_sae), "decoder.weight": dec, "bias": t(d_in)}
+    if dict_class == "GatedAutoEncoder":
+        return {"encoder.weight": enc, "decoder.weight": dec, "decoder_bias": t(d_in), "r_mag": t(d_sae, scale=0.2), "gate_bias": t(d_sae), "mag_bias": t(d_sae)}
+    if dict_class == "JumpReluAutoEncoder":
+        return {"W_enc": enc.T.contiguous(), "b_enc": t(d_sae), "W_dec": dec.T.contiguous(), "b_dec": t(d_in), "threshold": torch.rand(d_sae) * 0.4}
+    out = {"encoder.weight": enc, "encoder.bias": t(d_sae), "decoder.weight": dec, "b_dec": t(d_in), "k": torch.tensor(6)}
+    out["threshold"] = torch.tensor(0.2) if "Batch" in dict_class else torch.tensor(-1.0)
+    return out
+
+
+@pytest.mark.parametrize("dict_class", ["AutoEncoder", "AutoEncoderTopK", "GatedAutoEncoder", "BatchTopKSAE", "MatryoshkaBatchTopKSAE", "JumpReluAutoEncoder"])
+def test_dictionary_learning_matches_sae_lens(dict_class: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sae_lens.loading.pretrained_sae_loaders import dictionary_learning_sae_huggingface_loader_1
+
+    repo, sub = "canrager/saebench_gemma-2-2b", f"{dict_class}/trainer_0"
+    folder = tmp_path / repo / sub
+    folder.mkdir(parents=True)
+    trainer = {"dict_class": dict_class, "activation_dim": 16, "dict_size": 48, "layer": 5, "lm_name": "google/gemma-2-2b", "k": 6}
+    (folder / "config.json").write_text(json.dumps({"trainer": trainer, "buffer": {"ctx_len": 128}}))
+    torch.save(_dictionary_learning_files(dict_class, 16, 48, rng(12)), folder / "ae.pt")
+    ref = _saelens_reference(dictionary_learning_sae_huggingface_loader_1, repo, sub, tmp_path, monkeypatch)
+    ours = load_sae(folder)
+    assert detect_format(folder) == "dictionary_learning" and ours.reads == "blocks.5.resid.post_mlp"
+    x = torch.from_numpy(rng(13).standard_normal((5, 16)).astype(np.float32))
+    latents = ours.encode(x)
+    close(latents, ref.encode(x).detach())
+    assert 0 < (latents > 0).float().mean() < 1
+    close(ours.decode(latents), ref.decode(ref.encode(x)).detach())

@@ -13,7 +13,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor
 
-__all__ = ["read_json_object", "read_npz", "read_safetensors", "read_yaml_object"]
+__all__ = ["read_json_object", "read_npz", "read_safetensors", "read_torch_tensors", "read_yaml_object"]
 
 
 def _one_line(e: BaseException) -> str:
@@ -61,6 +61,18 @@ def read_npz(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     except (OSError, ValueError) as e:
         raise ValueError(f"{path}: not a readable .npz file ({_one_line(e)})") from e
     return {key: _float32(torch.from_numpy(value.copy())) for key, value in arrays.items()}
+
+
+def read_torch_tensors(path: str | os.PathLike[str]) -> dict[str, Tensor]:
+    """A torch-saved dict of tensors (`weights_only`: no code is unpickled), CPU, at least
+    float32; non-tensor entries are dropped."""
+    try:
+        data = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many kinds for a bad or unsafe pickle
+        raise ValueError(f"{path}: not a readable torch state dict ({_one_line(e)})") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a dict of tensors, got {type(data).__name__}")
+    return {str(k): _float32(v) for k, v in data.items() if isinstance(v, Tensor)}
 
 
 def _float32(t: Tensor) -> Tensor:

@@ -3,7 +3,8 @@
 `load_sae(source)` takes
 
 - a local folder (or file), its layout recognized from the files in it: SAELens (`cfg.json`),
-  Llama Scope (`hyperparams.json`), Gemma Scope (`params.npz`);
+  Llama Scope (`hyperparams.json`), Gemma Scope (`params.npz`), dictionary_learning (`ae.pt`),
+  Qwen Scope (a `layer{L}.sae.pt` file);
 - "RELEASE:SAE_ID" of SAELens' release table, e.g. "gpt2-small-res-jb:blocks.8.hook_resid_pre";
 - "hf://owner/repo/path/in/repo[@revision]", a folder of a Hugging Face repository in one of
   those layouts.
@@ -32,6 +33,8 @@ from neuron_explainer.models.saes.circuit_tracer import (
     load_circuit_tracer_layer,
     load_circuit_tracer_set,
 )
+from neuron_explainer.models.saes.dictionary_learning import AE_FILE, load_dictionary_learning
+from neuron_explainer.models.saes.dictionary_learning import CONFIG_FILE as DL_CONFIG_FILE
 from neuron_explainer.models.saes.files import read_yaml_object
 from neuron_explainer.models.saes.gemma_scope import PARAMS_FILE, load_gemma_scope
 from neuron_explainer.models.saes.hook_names import HookConventions
@@ -40,6 +43,7 @@ from neuron_explainer.models.saes.llama_scope import (
     LLAMA_SCOPE_WEIGHTS,
     load_llama_scope,
 )
+from neuron_explainer.models.saes.qwen_scope import load_qwen_scope
 from neuron_explainer.models.saes.releases import Release, find_release, split_release_spec
 from neuron_explainer.models.saes.saelens_format import (
     CFG_FILE,
@@ -52,8 +56,23 @@ from neuron_explainer.models.saes.sparse_coder import SparseCoder
 __all__ = ["SUPPORTED_CONVERSIONS", "detect_format", "load_sae", "load_transcoder_set"]
 
 # SAELens release layouts ("conversion_func") we read
-SUPPORTED_CONVERSIONS = ("sae_lens", "gemma_2", "gemma_2_transcoder", "llama_scope", "mwhanna_transcoder")
-_FORMAT_FILES = {"saelens": CFG_FILE, "llama_scope": HYPERPARAMS_FILE, "gemma_scope": PARAMS_FILE, "circuit_tracer": CONFIG_FILE}
+SUPPORTED_CONVERSIONS = (
+    "sae_lens",
+    "gemma_2",
+    "gemma_2_transcoder",
+    "llama_scope",
+    "mwhanna_transcoder",
+    "qwen_scope",
+    "dictionary_learning_1",
+)
+# layout -> the file that marks it
+_FORMAT_FILES = {
+    "saelens": CFG_FILE,
+    "llama_scope": HYPERPARAMS_FILE,
+    "gemma_scope": PARAMS_FILE,
+    "circuit_tracer": CONFIG_FILE,
+    "dictionary_learning": AE_FILE,
+}
 _SOURCE_HINT = (
     "pass a local folder, RELEASE:SAE_ID of a SAELens release (e.g. "
     "gpt2-small-res-jb:blocks.8.hook_resid_pre), or hf://owner/repo/path"
@@ -61,7 +80,8 @@ _SOURCE_HINT = (
 
 
 def detect_format(folder: str | os.PathLike[str]) -> str:
-    """"saelens", "llama_scope", "gemma_scope" or "circuit_tracer", from the files in `folder`."""
+    """"saelens", "llama_scope", "gemma_scope", "circuit_tracer" or "dictionary_learning", from
+    the files in `folder`."""
     path = Path(folder)
     for fmt, name in _FORMAT_FILES.items():
         if (path / name).is_file():
@@ -86,6 +106,8 @@ def _load_local(path: Path, kw: dict[str, Any]) -> SparseCoder:
     if path.is_file():
         if path.suffix == ".npz":
             return load_gemma_scope(path, **kw)
+        if path.name.endswith(".sae.pt"):
+            return load_qwen_scope(path, **kw)
         if path.name in (CFG_FILE, HYPERPARAMS_FILE):
             path = path.parent
         else:
@@ -97,6 +119,8 @@ def _load_local(path: Path, kw: dict[str, Any]) -> SparseCoder:
         return load_llama_scope(path, **kw)
     if fmt == "gemma_scope":
         return load_gemma_scope(path, **kw)
+    if fmt == "dictionary_learning":
+        return load_dictionary_learning(path, **kw)
     raise ValueError(f"{path} is a circuit-tracer transcoder set: load it with load_transcoder_set")
 
 
@@ -146,6 +170,15 @@ def _load_release(release: Release, sae_id: str, kw: dict[str, Any], cache_dir: 
             source=source,
             **kw,
         )
+    if conversion == "qwen_scope":
+        file = hub.download_file(repo, folder, cache_dir=cache_dir)
+        assert file is not None
+        return load_qwen_scope(file, repo_id=repo, model_name=release.model, source=source, **kw)
+    if conversion == "dictionary_learning_1":
+        get(DL_CONFIG_FILE)
+        ae = get(AE_FILE)
+        assert ae is not None
+        return load_dictionary_learning(ae.parent, source=source, **kw)
     raise ValueError(
         f"release {release.name!r} uses SAELens' {conversion!r} layout, which is not supported; "
         f"supported layouts: {', '.join(SUPPORTED_CONVERSIONS)}"
@@ -154,10 +187,12 @@ def _load_release(release: Release, sae_id: str, kw: dict[str, Any], cache_dir: 
 
 def _load_hf(uri: str, kw: dict[str, Any], cache_dir: str | None) -> SparseCoder:
     repo, folder, revision = hub.parse_hf_uri(uri)
-    if folder.endswith(".npz"):
-        npz = hub.download_file(repo, folder, revision=revision, cache_dir=cache_dir)
-        assert npz is not None
-        return load_gemma_scope(npz, location=f"{repo}/{folder}", source=uri, **kw)
+    if folder.endswith((".npz", ".sae.pt")):
+        file = hub.download_file(repo, folder, revision=revision, cache_dir=cache_dir)
+        assert file is not None
+        if folder.endswith(".npz"):
+            return load_gemma_scope(file, location=f"{repo}/{folder}", source=uri, **kw)
+        return load_qwen_scope(file, repo_id=repo, source=uri, **kw)
     offline: hub.HubUnreachable | None = None
     # cached layouts first, layouts the hub said are absent never: offline loads stay quick
     states = {
@@ -183,6 +218,9 @@ def _load_hf(uri: str, kw: dict[str, Any], cache_dir: str | None) -> SparseCoder
             return load_llama_scope(found.parent, source=uri, **kw)
         if fmt == "gemma_scope":
             return load_gemma_scope(found, location=f"{repo}/{folder}", source=uri, **kw)
+        if fmt == "dictionary_learning":
+            hub.download_file(repo, _join(folder, DL_CONFIG_FILE), revision=revision, cache_dir=cache_dir)
+            return load_dictionary_learning(found.parent, source=uri, **kw)
         raise ValueError(f"{uri} is a circuit-tracer transcoder set: load it with load_transcoder_set")
     if offline is not None:
         raise offline

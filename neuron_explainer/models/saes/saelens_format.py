@@ -52,6 +52,7 @@ __all__ = [
     "SAELensConfig",
     "load_saelens_folder",
     "parse_saelens_config",
+    "sparse_coder_from_saelens",
 ]
 
 CFG_FILE = "cfg.json"
@@ -209,7 +210,7 @@ def _prepare_weights(cfg: SAELensConfig, w: dict[str, Tensor], *, source: str) -
 def _dataset_normalization(
     cfg: SAELensConfig,
     w: dict[str, Tensor],
-    folder: Path,
+    folder: Path | None,
     norm_scaling_factor: float | None,
     *,
     transcoder: bool,
@@ -219,7 +220,7 @@ def _dataset_normalization(
     mode = cfg.normalize_activations
     if mode == "expected_average_only_in":
         factor = norm_scaling_factor
-        if factor is None and (folder / SCALER_FILE).exists():
+        if factor is None and folder is not None and (folder / SCALER_FILE).exists():
             factor = read_json_object(folder / SCALER_FILE).get("scaling_factor")
         if factor is None:
             raise ValueError(
@@ -233,7 +234,7 @@ def _dataset_normalization(
             raise ValueError(f"{source}: norm scaling factor must be a positive number, got {factor!r}")
         fold_input_output_scale(w, float(factor), float(factor), apply_b_dec_to_input=cfg.apply_b_dec_to_input)
     elif mode == "covariance_whitening":
-        if not (folder / WHITENING_FILE).exists():
+        if folder is None or not (folder / WHITENING_FILE).exists():
             raise ValueError(
                 f"{source}: normalize_activations 'covariance_whitening' needs {WHITENING_FILE} "
                 "(the whitening statistics), which is not in the folder"
@@ -254,34 +255,30 @@ def _dataset_normalization(
         )
 
 
-def load_saelens_folder(
-    folder: str | os.PathLike[str],
+def sparse_coder_from_saelens(
+    raw: dict[str, Any],
+    weights: dict[str, Tensor],
     *,
+    folder: Path | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
     conventions: HookConventions | None = None,
-    config_overrides: dict[str, Any] | None = None,
     norm_scaling_factor: float | None = None,
-    source: str | None = None,
+    source: str,
+    fmt: str = "saelens",
 ) -> SparseCoder:
-    """Load an SAE or transcoder saved by SAELens (`SAE.save_model`, `save_inference_model`, a
-    training checkpoint, or an older release). `config_overrides` are applied to cfg.json first
-    (the release table's, as SAELens does); `norm_scaling_factor` is the release table's
-    dataset factor for "expected_average_only_in". Parameters are frozen."""
-    path = Path(folder)
-    source = source or str(path)
-    raw = read_json_object(path / CFG_FILE)
-    raw.update(config_overrides or {})
+    """A frozen coder from a cfg.json dict and weights with SAELens' names (also used by the
+    layouts SAELens converts to its own, see dictionary_learning.py and qwen_scope.py).
+    `folder`, when given, is searched for a training checkpoint's normalization statistics."""
     cfg = parse_saelens_config(raw, source=source)
     activation, transcoder, skip = ARCHITECTURES[cfg.architecture]
-    weights = read_safetensors(path / WEIGHTS_FILE)
     _prepare_weights(cfg, weights, source=source)
-    _dataset_normalization(cfg, weights, path, norm_scaling_factor, transcoder=transcoder, source=source)
+    _dataset_normalization(cfg, weights, folder, norm_scaling_factor, transcoder=transcoder, source=source)
     d_out = cfg.d_out
     if transcoder and "W_dec" in weights:
         d_out = d_out or int(weights["W_dec"].shape[-1])
     info = SparseCoderInfo(
-        format="saelens",
+        format=fmt,
         source=source,
         architecture=cfg.architecture,
         model_name=cfg.model_name,
@@ -307,9 +304,40 @@ def load_saelens_folder(
         device="meta",
     )
     coder.load_weights(weights, source=source, device=device)
+    return coder.requires_grad_(False)
+
+
+def load_saelens_folder(
+    folder: str | os.PathLike[str],
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+    conventions: HookConventions | None = None,
+    config_overrides: dict[str, Any] | None = None,
+    norm_scaling_factor: float | None = None,
+    source: str | None = None,
+) -> SparseCoder:
+    """Load an SAE or transcoder saved by SAELens (`SAE.save_model`, `save_inference_model`, a
+    training checkpoint, or an older release). `config_overrides` are applied to cfg.json first
+    (the release table's, as SAELens does); `norm_scaling_factor` is the release table's
+    dataset factor for "expected_average_only_in". Parameters are frozen."""
+    path = Path(folder)
+    source = source or str(path)
+    raw = read_json_object(path / CFG_FILE)
+    raw.update(config_overrides or {})
+    coder = sparse_coder_from_saelens(
+        raw,
+        read_safetensors(path / WEIGHTS_FILE),
+        folder=path,
+        dtype=dtype,
+        device=device,
+        conventions=conventions,
+        norm_scaling_factor=norm_scaling_factor,
+        source=source,
+    )
     if (path / SPARSITY_FILE).exists():
         sparsity = read_safetensors(path / SPARSITY_FILE).get("sparsity")
-        if sparsity is None or tuple(sparsity.shape) != (cfg.d_sae,):
-            raise ValueError(f"{source}: {SPARSITY_FILE} must hold 'sparsity' of shape ({cfg.d_sae},)")
+        if sparsity is None or tuple(sparsity.shape) != (coder.n_latents,):
+            raise ValueError(f"{source}: {SPARSITY_FILE} must hold 'sparsity' of shape ({coder.n_latents},)")
         coder.log_feature_density = sparsity.to(device=coder.device)
-    return coder.requires_grad_(False)
+    return coder
