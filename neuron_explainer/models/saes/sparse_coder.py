@@ -61,7 +61,7 @@ class SparseCoderInfo:
     names, e.g. `blocks.8.hook_resid_pre`); `SparseCoder.reads` / `.writes` are ours.
     `model_from_pretrained_kwargs`: the TransformerLens processing it was trained under."""
 
-    format: str  # "saelens", "gemma_scope", "llama_scope", "circuit_tracer"
+    format: str  # "saelens", "gemma_scope", "llama_scope", "circuit_tracer", "qwen_scope", ...
     source: str  # folder, file, "release:sae_id" or "hf://repo/path"
     architecture: str  # as the file names it ("standard", "jumprelu_transcoder", ...)
     model_name: str | None = None
