@@ -18,3 +18,9 @@ if ! .venv/bin/python -c "import neuron_explainer, fastapi, pytest, transformers
   .venv/bin/pip install --quiet -e ".[dev]"
   touch .venv/.installed
 fi
+# Test-only reference for circuit-tracer's transcoder sets. Its metadata pins transformers<=4.57
+# and huggingface_hub<1, which would downgrade ours; the transcoder loaders the tests use need
+# neither, so it goes in without its dependencies.
+if ! .venv/bin/python -c "import circuit_tracer" 2>/dev/null; then
+  .venv/bin/pip install --quiet --no-deps "circuit-tracer==0.5.0"
+fi

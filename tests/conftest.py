@@ -30,6 +30,8 @@ class LocalHTTPServer:
       HEAD alike; `request_log` has (method, relative path) in order.
     - `add_route(path, handler)`: answer `path` with a custom function instead of a file, e.g.
       to simulate errors or a connection that drops mid-body.
+    - `add_prefix_route(prefix, handler)`: the same for every path starting with `prefix` (the
+      longest matching prefix wins; exact routes first), e.g. to speak an API.
     """
 
     def __init__(self, root: Path) -> None:
@@ -37,6 +39,7 @@ class LocalHTTPServer:
         self.requests: collections.Counter[str] = collections.Counter()
         self.request_log: list[tuple[str, str]] = []
         self.routes: dict[str, RouteHandler] = {}
+        self.prefix_routes: dict[str, RouteHandler] = {}
         self._lock = threading.Lock()
         handler = functools.partial(_RequestHandler, directory=str(root))
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -56,6 +59,16 @@ class LocalHTTPServer:
     def add_route(self, relative_path: str, handler: RouteHandler) -> None:
         """Answer requests for `relative_path` with `handler(request_handler)` instead of a file."""
         self.routes[relative_path.lstrip("/")] = handler
+
+    def add_prefix_route(self, prefix: str, handler: RouteHandler) -> None:
+        """Answer every request whose path starts with `prefix` with `handler`."""
+        self.prefix_routes[prefix.lstrip("/")] = handler
+
+    def route_for(self, key: str) -> RouteHandler | None:
+        if key in self.routes:
+            return self.routes[key]
+        matches = [p for p in self.prefix_routes if key.startswith(p)]
+        return self.prefix_routes[max(matches, key=len)] if matches else None
 
     @property
     def total_requests(self) -> int:
@@ -77,7 +90,7 @@ class _RequestHandler(http.server.SimpleHTTPRequestHandler):
         owner: LocalHTTPServer = self.server.owner  # type: ignore[attr-defined]
         key = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path).lstrip("/")
         owner._record(method, key)
-        route = owner.routes.get(key)
+        route = owner.route_for(key)
         if route is not None:
             route(self)
         else:
