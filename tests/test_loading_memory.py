@@ -17,18 +17,19 @@ import torch
 pytest.importorskip("transformers")
 
 _MEASURE = """
-import json, resource, sys, torch
+import json, sys, torch
 from neuron_explainer.models.loading import load_model
 torch.set_num_threads(1)
-def rss_kib():
+def status_kib(field):
+    # VmHWM, not getrusage's ru_maxrss: that one keeps the forked parent's size across exec
     for line in open("/proc/self/status"):
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1])
 load_model(sys.argv[2])  # warm-up: lazy imports
-before = rss_kib()
+before = status_kib("VmRSS")
 model = load_model(sys.argv[1], dtype=None)
 n = sum(p.numel() * p.element_size() for p in model.parameters())
-print(json.dumps({"before": before, "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "params": n}))
+print(json.dumps({"before": before, "peak": status_kib("VmHWM"), "params": n}))
 """
 
 

@@ -16,7 +16,7 @@ from sae_lens.saes.sae import SAEMetadata
 from transformer_lens import HookedTransformerConfig
 from transformer_lens.pretrained.weight_conversions.gpt2 import convert_gpt2_weights
 
-from neuron_explainer.models.loading import hf_gpt2_to_state_dict
+from neuron_explainer.models.loading import from_transformers
 from neuron_explainer.models.saes import load_sae
 from neuron_explainer.models.transformer import Transformer
 
@@ -37,9 +37,7 @@ def models() -> tuple[Transformer, transformers.GPT2LMHeadModel, HookedTransform
         for name, p in hf.named_parameters():
             if name.endswith("bias") or ".ln_" in name:
                 p.add_(torch.randn_like(p) * 0.1)
-    cfg, state = hf_gpt2_to_state_dict(hf_cfg.to_dict(), hf.state_dict())
-    ours = Transformer(cfg)
-    ours.load_state_dict(state)
+    ours = from_transformers(hf)
     ours.requires_grad_(False)
     tl_cfg = HookedTransformerConfig(
         n_layers=N_LAYERS, d_model=D_MODEL, n_ctx=CTX, d_head=D_MODEL // N_HEADS, n_heads=N_HEADS,
