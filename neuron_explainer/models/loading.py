@@ -234,9 +234,9 @@ def _resolve(name: str) -> str:
             f"names ({known}) or a Hugging Face repo id"
         )
     try:
-        return str(hub.snapshot(name))
-    except hub.HubError as e:
-        raise ModelLoadError(f"unknown model {name!r}: it is not a known model name ({known}) or a folder, and {e}") from e
+        return str(hub.download_model(name))
+    except file_utils.FetchError as e:
+        raise ModelLoadError(f"model {name!r} is not a known name ({known}) or a folder, and as a Hugging Face repo: {e}") from e
 
 
 def _resolve_location(location: str, name: str) -> str:

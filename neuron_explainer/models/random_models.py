@@ -156,10 +156,11 @@ def hf_model(family: str, seed: int = 0, **overrides: Any) -> Any:
     return model
 
 
-def save_random(family: str, folder: Path, seed: int = 0, **overrides: Any) -> tuple[Path, Any]:
-    """(folder, the transformers model) for a random `family` checkpoint saved in `folder`."""
+def save_random(family: str, folder: Path, seed: int = 0, texts: Iterable[str] = (_TEXT,), **overrides: Any) -> tuple[Path, Any]:
+    """(folder, the transformers model) for a random `family` checkpoint saved in `folder`, with
+    a tokenizer trained on `texts` (GPT-2 keeps tiktoken's BPE)."""
     model = hf_model(family, seed, **overrides)
     model.save_pretrained(folder)
-    if family != "gpt2":  # GPT-2 keeps tiktoken's BPE
-        make_tokenizer(folder, bos=family in _BOS)
+    if family != "gpt2":
+        make_tokenizer(folder, bos=family in _BOS, texts=texts)
     return folder, model

@@ -6,13 +6,29 @@ import { createServer } from "node:net";
 import { join } from "node:path";
 import type { TestProject } from "vitest/node";
 import { datasetName } from "../src/state/nodes";
-import { ARTIFACTS_DIR, AUTOENCODERS, EXTRA_SERVER_ARGS, MODEL, MODEL_NAME, PYTHON, RANDOM_MODEL, REPO_DIR, VIEWER_DIR } from "./config";
+import {
+  ARTIFACTS_DIR,
+  AUTOENCODERS,
+  EXPECTED_COUNTS,
+  EXTRA_SERVER_ARGS,
+  MODEL,
+  MODEL_NAME,
+  PYTHON,
+  RANDOM_FAMILY,
+  REPO_DIR,
+  TYPED_PROMPT_TOKENS,
+  VIEWER_DIR,
+} from "./config";
 
 declare module "vitest" {
   export interface ProvidedContext {
     baseUrl: string;
     /** The dataset name in the viewer's URLs: `<model>` or `<model>_<mlp ae>_<attn ae>`. */
     modelName: string;
+    /** Node counts per layer the welcome page must show, when known. */
+    expectedCounts: { heads: number; neurons: number; latents: number } | null;
+    /** Tokens of the prompt the node page test types, BOS included. */
+    typedPromptTokens: number;
   }
 }
 
@@ -65,9 +81,14 @@ export default async function setup(project: TestProject) {
   const log = createWriteStream(join(ARTIFACTS_DIR, "e2e-server.log"));
   // the server exactly as the README's main command starts it, on a free port, on the CPU
   const args = ["-m", "neuron_explainer.activation_server", "--port", String(port), "--device", "cpu", "--viewer-dist", dist];
-  if (RANDOM_MODEL) {
-    const modelPath = join(ARTIFACTS_DIR, "e2e-model");
-    execFileSync(PYTHON, [join(VIEWER_DIR, "e2e/make_test_model.py"), modelPath], { cwd: REPO_DIR, stdio: "inherit" });
+  let facts: { heads: number; neurons: number; latents: number; typedPromptTokens: number } | null = null;
+  if (RANDOM_FAMILY) {
+    const modelPath = join(ARTIFACTS_DIR, `e2e-model-${RANDOM_FAMILY}`);
+    const made = execFileSync(PYTHON, [join(VIEWER_DIR, "e2e/make_test_model.py"), modelPath, "--family", RANDOM_FAMILY], {
+      cwd: REPO_DIR,
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    facts = JSON.parse(made.toString().trim().split("\n").pop() ?? "{}");
     const aes = join(modelPath, "autoencoders");
     args.push("--model-path", modelPath, "--model-name", MODEL_NAME);
     if (AUTOENCODERS) args.push("--mlp-autoencoder", join(aes, "ae-mlp"), "--attention-autoencoder", join(aes, "ae-attn"));
@@ -85,6 +106,8 @@ export default async function setup(project: TestProject) {
     throw error;
   }
   project.provide("baseUrl", baseUrl);
+  project.provide("expectedCounts", facts ? { heads: facts.heads, neurons: facts.neurons, latents: facts.latents } : EXPECTED_COUNTS);
+  project.provide("typedPromptTokens", facts ? facts.typedPromptTokens : TYPED_PROMPT_TOKENS);
   const info = (await (await fetch(`${baseUrl}/model_info`, { method: "POST" })).json()) as Parameters<typeof datasetName>[0];
   project.provide("modelName", datasetName(info));
   return async () => {

@@ -2,11 +2,13 @@
 // ablation, tracing, reload), node pages, errors. Screenshots go to test-artifacts/screenshots.
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { AUTOENCODERS, EXPECT_RECORDS, EXPECTED_COUNTS, IOI_PROMPT, STRICT, TOP_K } from "./config";
+import { AUTOENCODERS, EXPECT_RECORDS, IOI_PROMPT, STRICT, TOP_K } from "./config";
 import { launchBrowser, numberAt, queryOf, rowKeys, screenshot, settled } from "./helpers";
 
 const baseUrl = inject("baseUrl");
 const model = inject("modelName");
+const EXPECTED_COUNTS = inject("expectedCounts");
+const TYPED_PROMPT_TOKENS = inject("typedPromptTokens");
 
 let browser: Browser;
 let page: Page;
@@ -277,7 +279,7 @@ describe("node pages", () => {
     await page.getByTestId("node-prompt-input").fill("The cat sat on the mat");
     await page.getByTestId("node-prompt-run").click();
     await page.waitForURL(/cat/);
-    await expect.poll(() => page.locator('[data-testid="prompt-heatmap"] .token').count()).toBe(6);
+    await expect.poll(() => page.locator('[data-testid="prompt-heatmap"] .token').count()).toBe(TYPED_PROMPT_TOKENS);
   });
 
   it("shows an attention head's activations as token pairs", async () => {

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from neuron_explainer.file_utils import FetchError
-from neuron_explainer.models.saes import hub
+from neuron_explainer.models import hub
 from neuron_explainer.models.saes.circuit_tracer import (
     CONFIG_FILE,
     TranscoderSet,
