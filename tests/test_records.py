@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pytest
 import torch
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
 from neuron_explainer.activation_server import schemas as S
-from neuron_explainer.activation_server.errors import NotFound, RequestError, ServiceUnavailable
+from neuron_explainer.activation_server.errors import install_error_handlers
 from neuron_explainer.activation_server.read_routes import make_read_router
 from neuron_explainer.activations.datasets import (
     PUBLISHED_BASE,
@@ -52,12 +52,7 @@ def make_app(registry: DatasetRegistry) -> FastAPI:
     """The read router with the server's error mapping (as main.create_app does)."""
     app = FastAPI(generate_unique_id_function=S.operation_id)
     app.include_router(make_read_router(registry))
-    for exc, status in ((RequestError, 400), (NotFound, 404), (ServiceUnavailable, 503)):
-
-        async def handler(request: Request, e: Exception, status: int = status) -> JSONResponse:
-            return JSONResponse({"message": str(e)}, status_code=status)
-
-        app.add_exception_handler(exc, handler)
+    install_error_handlers(app, JSONResponse)
     return app
 
 
@@ -365,7 +360,7 @@ def test_missing_records_are_404(published: Any) -> None:
     r = client.post("/neuron_record", json=_body("mlp_post_act", 5, 131, ["no-such-dataset"]))
     assert r.status_code == 404 and "gpt2-small" in r.json()["message"]  # lists the known ones
     r = client.post("/neuron_record", json=_body("mlp_post_act", 5, 131, []))
-    assert r.status_code == 400
+    assert r.status_code == 422 and "datasets" in r.json()["message"]  # the schema's minItems
 
 
 def test_existing_explanations(published: Any) -> None:
@@ -480,7 +475,7 @@ def test_path_like_names_are_400_and_negative_indices_refused(published: Any) ->
     r = client.post("/neuron_record", json=_body("mlp_post_act", 5, 131, ["/etc/passwd"]))
     assert r.status_code == 400 and "not accepted" in r.json()["message"]
     r = client.post("/neuron_record", json=_body("mlp_post_act", -1, 131, ["gpt2-small"]))
-    assert r.status_code == 400
+    assert r.status_code == 422 and "layerIndex" in r.json()["message"]  # the schema's minimum
 
 
 def test_registered_root_is_accepted_as_a_name(published: Any) -> None:

@@ -835,7 +835,7 @@ BAD_TDB: dict[str, tuple[dict[str, Any], int, list[str]]] = {
         400,
         ["autoencoder"],
     ),
-    "zero k": ({"topAndBottomKForNodeTable": 0}, 400, ["topAndBottomKForNodeTable"]),
+    "zero k": ({"topAndBottomKForNodeTable": 0}, 422, ["topAndBottomKForNodeTable"]),
     "wrong type": ({"topAndBottomKForNodeTable": "ten"}, 422, ["topAndBottomKForNodeTable"]),
 }
 
@@ -869,7 +869,7 @@ def test_bad_requests_then_good(client: TestClient, debugger_plain: Any) -> None
             content=b'{"subRequests": [',
             headers={"Content-Type": "application/json"},
         ),
-        422,
+        400,
         "body",
         "malformed JSON",
     )
@@ -877,9 +877,9 @@ def test_bad_requests_then_good(client: TestClient, debugger_plain: Any) -> None
         client.post(
             "/batched_tdb", content=b"not json", headers={"Content-Type": "application/json"}
         ),
-        422,
+        400,
     )
-    assert_error(client.post("/batched_tdb", json={"subRequests": []}), 400, "subRequests")
+    assert_error(client.post("/batched_tdb", json={"subRequests": []}), 422, "subRequests")
     assert_error(client.post("/batched_tdb", json={}), 422, "subRequests")
     missing = {k: v for k, v in tdb_spec().items() if k != "targetTokens"}
     assert_error(client.post("/batched_tdb", json={"subRequests": [missing]}), 422, "targetTokens")
@@ -887,7 +887,7 @@ def test_bad_requests_then_good(client: TestClient, debugger_plain: Any) -> None
     r = client.post("/batched_tdb", json={"subRequests": [tdb_spec(), tdb_spec(prompt="Hello")]})
     assert_error(r, 400, "prompt", "same number of tokens")
     assert_error(
-        client.post("/batched", json={"inferenceSubRequests": []}), 400, "inferenceSubRequests"
+        client.post("/batched", json={"inferenceSubRequests": []}), 422, "inferenceSubRequests"
     )
     # single-node routes
     ds = {
