@@ -11,6 +11,7 @@ document lists every status a route answers and every bound.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import re
 import sys
@@ -143,6 +144,16 @@ def create_app(
 
         return await run_in_threadpool(locked)
 
+    async def compute_response(fn: Callable[[Debugger], Any]) -> Response:
+        """`fn`'s answer, computed and rendered in a worker thread (see `_answer`)."""
+        d = loaded()
+
+        def locked() -> Response:
+            with lock:
+                return _answer(lambda: fn(d))
+
+        return await run_in_threadpool(locked)
+
     # ------------------------------------------------------------------ hello
 
     @app.get("/", tags=["hello_world"])
@@ -164,12 +175,12 @@ def create_app(
     @app.post("/batched_tdb", tags=["inference"], response_model=S.BatchedResponse, responses=INFERENCE_ERRORS)
     async def batched_tdb(request: S.BatchedTdbRequest) -> Any:
         limits.check_sub_requests(len(request.sub_requests), "subRequests")
-        return await compute(lambda d: _dump(d.batched_tdb(request)))
+        return await compute_response(lambda d: _dump_batched(d.batched_tdb(request)))
 
     @app.post("/batched", tags=["inference"], response_model=S.BatchedResponse, responses=INFERENCE_ERRORS)
     async def batched(request: S.BatchedRequest) -> Any:
         limits.check_sub_requests(len(request.inference_sub_requests), "inferenceSubRequests")
-        return await compute(lambda d: _dump(d.batched(request)))
+        return await compute_response(lambda d: _dump_batched(d.batched(request)))
 
     @app.post("/derived_scalars", tags=["inference"], response_model=S.DerivedScalarsResponse, responses=INFERENCE_ERRORS)
     async def derived_scalars(request: S.DerivedScalarsRequest) -> Any:
@@ -184,17 +195,17 @@ def create_app(
             except (NotFound, ServiceUnavailable) as exc:
                 # no record to normalise by: the raw activations are still useful
                 log.info("not normalising activations: %s", exc)
-        return result
+        return await run_in_threadpool(_answer, lambda: result)
 
     @app.post("/derived_attention_scalars", tags=["inference"], response_model=S.DerivedAttentionScalarsResponse, responses=INFERENCE_ERRORS)
     async def derived_attention_scalars(request: S.DerivedAttentionScalarsRequest) -> Any:
         spec = request.derived_attention_scalars_request_spec
-        return await compute(lambda d: _single(d, request.inference_request_spec, spec, "derived_attention_scalars_response_data"))
+        return await compute_response(lambda d: _single(d, request.inference_request_spec, spec, "derived_attention_scalars_response_data"))
 
     @app.post("/multiple_top_k_derived_scalars", tags=["inference"], response_model=S.MultipleTopKDerivedScalarsResponse, responses=INFERENCE_ERRORS)
     async def multiple_top_k_derived_scalars(request: S.MultipleTopKDerivedScalarsRequest) -> Any:
         spec = request.multiple_top_k_derived_scalars_request_spec
-        return await compute(lambda d: _single(d, request.inference_request_spec, spec, "multiple_top_k_derived_scalars_response_data"))
+        return await compute_response(lambda d: _single(d, request.inference_request_spec, spec, "multiple_top_k_derived_scalars_response_data"))
 
     # ------------------------------------------------------ read and explainer
     app.state.datasets = registry
@@ -204,9 +215,30 @@ def create_app(
     return app
 
 
+def _answer(content: Callable[[], Any]) -> Response:
+    """The JSON answer of `content()`, for a worker thread. Two things would otherwise stall the
+    event loop (and /model_info) for seconds on a large answer (tens of MB of node tables):
+    - FastAPI validating it again against the route's response model, in the event loop: a
+      Response is returned as it is (the content comes from the pydantic models of `schemas`,
+      so it matches the documented response model already);
+    - Python's cyclic garbage collector scanning the millions of objects the answer is made of,
+      holding the GIL: it is paused until they are freed (reference counting frees them)."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return ORJSONResponse(content())
+    finally:
+        if paused:
+            gc.enable()
+
+
 def _dump(model: Any) -> Any:
-    # model_dump once here; FastAPI then validates the dict against response_model for the schema
     return model.model_dump(mode="json", by_alias=True)
+
+
+def _dump_batched(response: S.BatchedResponse) -> Any:
+    # one sub-response at a time: each dump holds the GIL, and /model_info waits for it
+    return {"inferenceSubResponses": [_dump(sub) for sub in response.inference_sub_responses]}
 
 
 def _single(d: Debugger, inference: S.InferenceRequestSpec, spec: Any, data_field: str) -> Any:
@@ -354,4 +386,6 @@ def main(argv: list[str] | None = None) -> None:
     log.info("explanations: %s", llm.describe() if llm else "no LLM endpoint (stored explanations only)")
     app = create_app(debugger, registry, llm, args.simulator, args.explanation_set, limits)
     mount_viewer(app, args.viewer_dist or DEFAULT_DIST)
+    # what start-up built (weights, vocabulary) is never garbage: the collector skips it
+    gc.freeze()
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
