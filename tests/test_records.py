@@ -530,6 +530,36 @@ def test_local_dataset_folder_and_explanations(tmp_path: Path) -> None:
         explanation_file(entry, "../x", 2, 9)
 
 
+def test_answers_name_local_datasets_not_their_folders(tmp_path: Path) -> None:
+    """/neuron_datasets_metadata and the record routes show a local dataset's registered name,
+    never its folder; the served model's datasets come first."""
+    folder = tmp_path / "private" / "records"
+    (folder / "2").mkdir(parents=True)
+    (folder / "2" / "9.json").write_bytes(dumps_record(sample_record(2, 9)))
+    (folder / "2" / "8.json").write_bytes(b"{not json")
+    (folder / "2" / "7.json").mkdir()  # unreadable as a file
+    registry = DatasetRegistry.with_published(base="http://127.0.0.1:9/")
+    registry.register_local_dataset("mine", folder, dst="mlp_post_act")
+    app = FastAPI()
+    app.include_router(make_read_router(registry, served_model="mine"))
+    install_error_handlers(app, JSONResponse)
+    client = TestClient(app, raise_server_exceptions=False)
+    listed = client.post("/neuron_datasets_metadata").json()
+    assert listed[0]["shortName"] == "mine" and listed[0]["neuronDatasetPath"] == "mine"
+    assert [m["shortName"] for m in listed[1:3]] == ["gpt2-xl", "gpt2-small"]  # then in order
+    record = client.post("/neuron_record", json=_body("mlp_post_act", 2, 9, ["mine"]))
+    assert record.status_code == 200 and record.json()["dataset"] == "mine"
+    for index in (7, 8):  # errors reading the files do not name them either
+        r = client.post("/neuron_record", json=_body("mlp_post_act", 2, index, ["mine"]))
+        assert r.status_code == 503 and "read" in r.json()["message"], r.text
+    for r in (
+        client.post("/neuron_datasets_metadata"),
+        record,
+        *(client.post("/neuron_record", json=_body("mlp_post_act", 2, i, ["mine"])) for i in (7, 8)),
+    ):
+        assert str(tmp_path) not in r.text and "private" not in r.text
+
+
 def test_published_entries_match_the_seed() -> None:
     urls = {(e.short_name, e.dst): e.root for e in published_datasets()}
     assert urls[("gpt2-xl", "mlp_post_act")] == PUBLISHED_BASE + "data/collated-activations/"

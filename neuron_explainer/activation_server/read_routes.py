@@ -207,6 +207,11 @@ def load_record_from_datasets(
             continue
         except RecordUnavailable as e:
             raise ServiceUnavailable(f"could not read {entry.short_name} ({dst}): {e}") from None
+        except RecordFormatError as e:  # a damaged file of the dataset, not the request's fault
+            raise ServiceUnavailable(
+                f"the {dst} record {request.layer_index}:{request.activation_index} of "
+                f"{entry.short_name} cannot be read ({e})"
+            ) from None
         if not record.most_positive_activation_records:
             raise NotFound(
                 f"{entry.short_name} has an empty {dst} record for "

@@ -1219,7 +1219,8 @@ ROUTES: tuple[RouteSpec, ...] = (
         None,
         query_params=(("group_id", GroupId),),
     ),
-    RouteSpec("GET", "/dump_memory_snapshot", "memory", "dump_memory_snapshot", None, str),
+    # (the seed's GET /dump_memory_snapshot wrote a CUDA memory snapshot to the server's disk and
+    # answered its path; the client never calls it, and answers never name local paths)
     # read (read_routes.py)
     RouteSpec(
         "POST",
