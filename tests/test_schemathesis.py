@@ -19,7 +19,7 @@ tokens): half of the positive cases are steered into this model's ranges (`_stee
 indices, computed scalars, datasets, one-token targets), so that the computation itself runs on
 random combinations of everything else (k, ablations, traces, groups, steps...).
 
-The number of examples is bounded (SCHEMATHESIS_EXAMPLES per operation and phase, default 10), so
+The number of examples is bounded (SCHEMATHESIS_EXAMPLES per operation and phase, default 25), so
 the run takes a minute or two on two cores.
 """
 
@@ -48,7 +48,7 @@ from neuron_explainer.activation_server.main import (
 from neuron_explainer.activations.datasets import DatasetRegistry
 from neuron_explainer.debugger import scalars as sc
 
-EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "10"))
+EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "25"))
 
 CONFIG = f"""
 seed = 12

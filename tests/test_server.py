@@ -761,9 +761,42 @@ def test_cors_on_errors(client: TestClient, no_model_client: TestClient) -> None
             404,
         ),
         (no_model_client.post("/model_info", headers=headers), 503),
+        (
+            client.post(
+                "/batched_tdb",
+                content=b'{"subRequests": [' + b" " * (1 << 20),
+                headers={**headers, "Content-Type": "application/json"},
+            ),
+            413,
+        ),
+        (
+            client.post(
+                "/batched_tdb",
+                content=b'{"subRequests": [',
+                headers={**headers, "Content-Type": "application/json"},
+            ),
+            400,
+        ),
+        (client.get("/batched_tdb", headers=headers), 405),
+        (client.post("/nowhere", headers=headers), 404),
     ):
         assert r.status_code == status
         assert r.headers["access-control-allow-origin"] == ORIGIN
+        assert r.json()["message"]
+
+
+def test_unexpected_errors_are_500s_that_name_no_file(
+    debugger_plain: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(request: Any) -> Any:
+        raise RuntimeError("cannot open /home/someone/secret/weights.bin")
+
+    monkeypatch.setattr(debugger_plain, "batched", broken)
+    with TestClient(create_app(debugger_plain)) as c:
+        r = c.post("/batched_tdb", json={"subRequests": [tdb_spec()]}, headers={"Origin": ORIGIN})
+    assert r.status_code == 500
+    assert r.headers["access-control-allow-origin"] == ORIGIN
+    assert "RuntimeError" in r.json()["message"] and "secret" not in r.text
 
 
 # --------------------------------------------------------------- bad input
