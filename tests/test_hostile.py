@@ -186,6 +186,21 @@ def node(node_type: str, indices: list[Any], layer: int = 1) -> dict[str, Any]:
     return {"nodeType": node_type, "tensorIndices": indices, "layerIndex": layer, "passType": "forward"}
 
 
+def trace_chain(depth: int) -> bytes:
+    """A /batched request tracing a head through V via `depth` nested downstream traces."""
+    trace: dict[str, Any] | None = None
+    for _ in range(depth):
+        trace = {
+            "nodeIndex": node("attention_head", [3, 1, 0], 0),
+            "preOrPostAct": "pre",
+            "detachLayerNormScale": True,
+            "attentionTraceType": "V",
+            "downstreamTraceConfig": trace,
+        }
+    spec = {"prompt": "<|endoftext|>Hello there, friend", "traceConfig": trace}
+    return body({"inferenceSubRequests": [{"inferenceRequestSpec": spec}]})
+
+
 RECORD = {"dst": "mlp_post_act", "layerIndex": 0, "activationIndex": 1}
 MTK = {
     "inferenceRequestSpec": {"prompt": "<|endoftext|>Hello there"},
@@ -207,6 +222,10 @@ HOSTILE: dict[str, tuple[str, bytes, int, list[str]]] = {
     "lone surrogate": ("/batched_tdb", body({"subRequests": [tdb(prompt="\ud800")]}), 400, ["malformed JSON"]),
     "NaN": ("/batched_tdb", b'{"subRequests": [NaN]}', 400, ["malformed JSON"]),
     "truncated JSON": ("/batched_tdb", b'{"subRequests": [', 400, ["malformed JSON"]),
+    "a chain of 100 downstream traces": (
+        "/batched", trace_chain(100), 400, ["downstreamTraceConfig", "cannot itself trace through V"]
+    ),
+    "a chain of 400 downstream traces": ("/batched", trace_chain(400), 422, ["downstreamTraceConfig"]),
     "k of 10^9": (
         "/batched_tdb",
         body({"subRequests": [tdb(topAndBottomKForNodeTable=10**9)]}),

@@ -74,6 +74,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 MAX_PROBLEMS = 10  # validation problems listed in one answer
 _MAX_LOC_PART = 64  # characters of one path component (a dict key may be anything)
+_MAX_LOC_PARTS = 16  # path components of one location
 
 
 def _short(part: Any) -> str | int:
@@ -100,6 +101,8 @@ def _validation_answer(errors: Iterable[Any]) -> tuple[int, ErrorResponse]:
                 message=f"body: malformed JSON at character {at[0] if at else '?'}: {reason}"
             )
         loc = [_short(p) for p in err.get("loc", ())]
+        if len(loc) > _MAX_LOC_PARTS:  # a deeply nested body: its start and its end
+            loc = [*loc[: _MAX_LOC_PARTS // 2], "...", *loc[-_MAX_LOC_PARTS // 2 :]]
         where = ".".join(str(p) for p in loc if p != "body")
         msg = str(err.get("msg", "invalid"))[:300]
         problems.append(f"{where or 'body'}: {msg}")
