@@ -723,9 +723,12 @@ def test_route_errors(
     assert path_like.status_code == 400
     empty = http.post("/score", json=node("mlp_post_act", 0, 0, explanation="  "))
     assert empty.status_code == 400
-    llm_server.script = [(401, {"error": {"message": "invalid key"}})]
+    # the endpoint's error body is summarised, not echoed (it could be anything, of any size)
+    llm_server.script = [(401, {"error": {"message": "invalid key <b>" + "x" * 50_000}})]
     refused = http.post("/explain", json=node("mlp_post_act", 0, 1))
     assert refused.status_code == 503 and "HTTP 401" in refused.json()["message"]
+    assert "check the API key" in refused.json()["message"]
+    assert "invalid key" not in refused.text and len(refused.text) < 1000
     assert http.post("/explain", json=node("mlp_post_act", 0, 0)).status_code == 200
 
 

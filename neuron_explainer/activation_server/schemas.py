@@ -80,7 +80,7 @@ def _tag_value(raw: Any) -> str:
 # bounds on sub-requests and tokens per prompt (see `limits.py`), never raise them past these.
 
 MAX_SUB_REQUESTS = 64
-"""Sub-requests of one /batched or /batched_tdb request (a prompt each; the client sends <= 4)."""
+"""Sub-requests of one /batched or /batched_tdb request (a prompt each; clients send at most 4)."""
 MAX_NODE_TABLE_K = 200
 """Top and bottom k of one top-k step: each kept node costs a row of vocabulary scores."""
 MAX_TOP_TOKENS = 1000
