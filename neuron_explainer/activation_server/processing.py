@@ -56,6 +56,7 @@ _TRACE_LOCATION = {  # the pre-activation differentiated when tracing a node
 }
 _SCORED_TOKENS = 10  # top and bottom tokens per node in the TDB node table
 _SCORED_CACHE_SIZE = 4096  # entries (a node's 2 x 10 tokens, a few kB each)
+_SCORED_CHUNK = 512  # nodes scored against the vocabulary at once (GPT-2: 100 MB of scores)
 _PROMPT_LENGTH_LIMIT = 500  # for batched top-k requests, as in the original server
 
 
@@ -574,10 +575,13 @@ class Debugger:
                 for i in missing
             }
             present = [(i, v) for i, v in vectors.items() if v is not None]
-            if present:  # one matmul with the vocabulary for all nodes
-                stacked = torch.stack([v for _, v in present])
+            # a matmul with the vocabulary per chunk of nodes: a chunk's scores (nodes x vocab)
+            # stay small whatever the number of nodes (k and sub-requests at their bounds)
+            for start in range(0, len(present), _SCORED_CHUNK):
+                chunk = present[start : start + _SCORED_CHUNK]
+                stacked = torch.stack([v for _, v in chunk])
                 scores = self._unembed(stacked) if writes else self.weights.read_embeddings(stacked)
-                for (i, _), top in zip(present, self._top_tokens(scores, spec.num_tokens), strict=True):
+                for (i, _), top in zip(chunk, self._top_tokens(scores, spec.num_tokens), strict=True):
                     results[i] = top
                     key = keys[i]
                     if key is not None:
