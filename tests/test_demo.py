@@ -72,3 +72,44 @@ def test_demo_model_has_its_circuits(debugger: Debugger) -> None:
     assert ioi["accuracy"] >= 0.9, ioi
     induction = evaluate.induction_eval(logits, enc.n_vocab, evaluate.eot_id(enc), n=16, seed=7)
     assert induction["first_copy_loss"] - induction["second_copy_loss"] >= 2.0, induction
+
+
+def test_the_original_client_finds_the_demo_latent_datasets() -> None:
+    """The served demo's autoencoders are named by what they read, as the published sets are:
+    the original client finds the autoencoder for a latent's dataset name by looking for
+    `resid-delta-mlp` / `mlp-post-act` (MLP) or `resid-delta-attn` (attention) among the
+    autoencoder names of its URL, `<model>_<mlp autoencoder>_<attention autoencoder>`, and
+    sends `<model>_<that name>`; the server resolves it to the demo's latent records."""
+    from neuron_explainer import demo
+    from neuron_explainer.activation_server.main import (
+        apply_demo_defaults,
+        build_registry,
+        parse_args,
+    )
+    from neuron_explainer.models.autoencoder import AUTOENCODERS
+
+    args = parse_args([])
+    apply_demo_defaults(args)
+    mlp, attn = args.mlp_autoencoder, args.attention_autoencoder
+    assert (mlp, attn) == ("demo-ae-resid-delta-mlp", "demo-ae-resid-delta-attn")
+    assert AUTOENCODERS[mlp].reads == "resid.delta_mlp" and AUTOENCODERS[attn].reads == "resid.delta_attn"
+    url_segment = "_".join([demo.NAME, mlp, attn])  # what /model_info lets a client build
+    parts = url_segment.split("_")
+    assert len(parts) == 3, "an autoencoder name with '_' would break the client's split"
+
+    def client_dataset(markers: tuple[str, ...]) -> str:
+        found = [p for p in parts[1:] if any(m in p for m in markers)]
+        assert len(found) == 1, (markers, parts)
+        return f"{parts[0]}_{found[0]}"
+
+    registry = build_registry(args)
+    for dst, markers in (
+        ("mlp_autoencoder_latent", ("resid-delta-mlp", "mlp-post-act")),
+        ("attention_autoencoder_latent", ("resid-delta-attn",)),
+    ):
+        name = client_dataset(markers)
+        assert name in (f"demo_{mlp}", f"demo_{attn}")
+        entry = registry.resolve(name, dst)
+        assert (entry.short_name, entry.dst) == (demo.NAME, dst)
+        record = registry.load_record(entry, 1, 0)
+        assert record.most_positive_activation_records

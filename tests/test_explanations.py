@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from test_llm import FakeLLMServer, chat_response, make_client
 
 from neuron_explainer.activation_server import schemas as S
-from neuron_explainer.activation_server.errors import NotFound, RequestError, ServiceUnavailable
+from neuron_explainer.activation_server.errors import install_error_handlers
 from neuron_explainer.activation_server.explainer_routes import make_explainer_router
 from neuron_explainer.activations.datasets import DatasetRegistry
 from neuron_explainer.activations.records import (
@@ -633,12 +633,7 @@ def make_app(
 ) -> FastAPI:
     """The router with the error handlers main.create_app installs."""
     app = FastAPI(generate_unique_id_function=S.operation_id)
-    for exc_type, status in ((RequestError, 400), (NotFound, 404), (ServiceUnavailable, 503)):
-
-        async def handler(request: Request, exc: Exception, status: int = status) -> JSONResponse:
-            return JSONResponse({"message": str(exc)}, status_code=status)
-
-        app.add_exception_handler(exc_type, handler)
+    install_error_handlers(app, JSONResponse)
     app.include_router(make_explainer_router(llm, registry, simulator=simulator))
     return app
 
@@ -690,11 +685,12 @@ def test_explain_and_score_routes(
     expected = NEURON_EXPLANATION if dst == "mlp_post_act" else HEAD_EXPLANATION
     assert result.explanations == [expected]
     entry = registry.resolve("demo", dst)
-    assert result.dataset == entry.root
+    # a local dataset is named by its registered name: its folder stays on the server
+    assert result.dataset == entry.public_location == "demo" != entry.root
     response = http.post("/score", json=node(dst, 1, 0, explanation=expected, maxSequences=2))
     assert response.status_code == 200, response.text
     score = S.ScoreResult.model_validate(response.json())
-    assert score.dataset_path == entry.root and 0.5 < score.score <= 1.0
+    assert score.dataset_path == "demo" and 0.5 < score.score <= 1.0
     # stored beside the dataset, where /existing_explanations finds it
     stored = store.node_explanations(registry, entry, 1, 0)
     assert stored == [("llm_fake-model", expected, score.score)]
@@ -727,9 +723,12 @@ def test_route_errors(
     assert path_like.status_code == 400
     empty = http.post("/score", json=node("mlp_post_act", 0, 0, explanation="  "))
     assert empty.status_code == 400
-    llm_server.script = [(401, {"error": {"message": "invalid key"}})]
+    # the endpoint's error body is summarised, not echoed (it could be anything, of any size)
+    llm_server.script = [(401, {"error": {"message": "invalid key <b>" + "x" * 50_000}})]
     refused = http.post("/explain", json=node("mlp_post_act", 0, 1))
     assert refused.status_code == 503 and "HTTP 401" in refused.json()["message"]
+    assert "check the API key" in refused.json()["message"]
+    assert "invalid key" not in refused.text and len(refused.text) < 1000
     assert http.post("/explain", json=node("mlp_post_act", 0, 0)).status_code == 200
 
 

@@ -263,15 +263,42 @@ def test_429_and_500_are_retried(
     assert KEY not in caplog.text
 
 
-def test_400_is_not_retried_and_key_is_redacted(llm_server: FakeLLMServer) -> None:
+def test_400_is_not_retried_and_key_is_redacted(
+    llm_server: FakeLLMServer, caplog: pytest.LogCaptureFixture
+) -> None:
     # A server that (badly) echoes the key in its error must not make us leak it.
     llm_server.script = [(400, {"error": {"message": f"bad request for key {KEY}"}})]
     client = make_client(llm_server)
-    with pytest.raises(LLMRequestError) as info:
+    with caplog.at_level(logging.WARNING), pytest.raises(LLMRequestError) as info:
         asyncio.run(client.chat(MESSAGES))
     assert info.value.status == 400
-    assert "bad request" in str(info.value) and KEY not in str(info.value)
+    assert "HTTP 400" in str(info.value) and KEY not in str(info.value)
+    # the endpoint's own words go to the log (redacted), not into the message
+    assert "bad request for key" not in str(info.value)
+    assert "bad request for key" in caplog.text and KEY not in caplog.text
     assert llm_server.count() == 1
+
+
+def test_error_bodies_are_summarised_not_echoed(llm_server: FakeLLMServer) -> None:
+    """Whatever an endpoint answers (a huge body, our prompt back, markup), our message is a
+    short summary of its status, plus its error code when that is a short identifier."""
+    huge = "<html>" + "x" * 100_000 + "</html>"
+    for status, body, summary in (
+        (401, {"error": {"message": huge, "code": "invalid_api_key"}}, "check the API key"),
+        (404, {"error": {"message": MESSAGES[0]["content"], "code": "model_not_found"}}, "not found"),
+        (400, {"detail": huge}, "refused the request as invalid"),
+        (418, {"error": {"message": "teapot", "code": "<script>" * 20}}, "refused the request"),
+    ):
+        llm_server.script = [(status, body)]
+        with pytest.raises(LLMRequestError) as info:
+            asyncio.run(make_client(llm_server).chat(MESSAGES))
+        message = str(info.value)
+        assert f"HTTP {status}" in message and summary in message, message
+        assert len(message) < 300, message
+        assert "xxxx" not in message and MESSAGES[0]["content"] not in message
+        assert "teapot" not in message and "<script>" not in message
+        if isinstance(body.get("error"), dict) and body["error"]["code"].isidentifier():
+            assert body["error"]["code"] in message
 
 
 @pytest.mark.parametrize("status", [401, 403, 404, 422])

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pytest
 import torch
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
 from neuron_explainer.activation_server import schemas as S
-from neuron_explainer.activation_server.errors import NotFound, RequestError, ServiceUnavailable
+from neuron_explainer.activation_server.errors import install_error_handlers
 from neuron_explainer.activation_server.read_routes import make_read_router
 from neuron_explainer.activations.datasets import (
     PUBLISHED_BASE,
@@ -52,12 +52,7 @@ def make_app(registry: DatasetRegistry) -> FastAPI:
     """The read router with the server's error mapping (as main.create_app does)."""
     app = FastAPI(generate_unique_id_function=S.operation_id)
     app.include_router(make_read_router(registry))
-    for exc, status in ((RequestError, 400), (NotFound, 404), (ServiceUnavailable, 503)):
-
-        async def handler(request: Request, e: Exception, status: int = status) -> JSONResponse:
-            return JSONResponse({"message": str(e)}, status_code=status)
-
-        app.add_exception_handler(exc, handler)
+    install_error_handlers(app, JSONResponse)
     return app
 
 
@@ -365,7 +360,7 @@ def test_missing_records_are_404(published: Any) -> None:
     r = client.post("/neuron_record", json=_body("mlp_post_act", 5, 131, ["no-such-dataset"]))
     assert r.status_code == 404 and "gpt2-small" in r.json()["message"]  # lists the known ones
     r = client.post("/neuron_record", json=_body("mlp_post_act", 5, 131, []))
-    assert r.status_code == 400
+    assert r.status_code == 422 and "datasets" in r.json()["message"]  # the schema's minItems
 
 
 def test_existing_explanations(published: Any) -> None:
@@ -480,7 +475,7 @@ def test_path_like_names_are_400_and_negative_indices_refused(published: Any) ->
     r = client.post("/neuron_record", json=_body("mlp_post_act", 5, 131, ["/etc/passwd"]))
     assert r.status_code == 400 and "not accepted" in r.json()["message"]
     r = client.post("/neuron_record", json=_body("mlp_post_act", -1, 131, ["gpt2-small"]))
-    assert r.status_code == 400
+    assert r.status_code == 422 and "layerIndex" in r.json()["message"]  # the schema's minimum
 
 
 def test_registered_root_is_accepted_as_a_name(published: Any) -> None:
@@ -533,6 +528,36 @@ def test_local_dataset_folder_and_explanations(tmp_path: Path) -> None:
     ]
     with pytest.raises(ValueError):
         explanation_file(entry, "../x", 2, 9)
+
+
+def test_answers_name_local_datasets_not_their_folders(tmp_path: Path) -> None:
+    """/neuron_datasets_metadata and the record routes show a local dataset's registered name,
+    never its folder; the served model's datasets come first."""
+    folder = tmp_path / "private" / "records"
+    (folder / "2").mkdir(parents=True)
+    (folder / "2" / "9.json").write_bytes(dumps_record(sample_record(2, 9)))
+    (folder / "2" / "8.json").write_bytes(b"{not json")
+    (folder / "2" / "7.json").mkdir()  # unreadable as a file
+    registry = DatasetRegistry.with_published(base="http://127.0.0.1:9/")
+    registry.register_local_dataset("mine", folder, dst="mlp_post_act")
+    app = FastAPI()
+    app.include_router(make_read_router(registry, served_model="mine"))
+    install_error_handlers(app, JSONResponse)
+    client = TestClient(app, raise_server_exceptions=False)
+    listed = client.post("/neuron_datasets_metadata").json()
+    assert listed[0]["shortName"] == "mine" and listed[0]["neuronDatasetPath"] == "mine"
+    assert [m["shortName"] for m in listed[1:3]] == ["gpt2-xl", "gpt2-small"]  # then in order
+    record = client.post("/neuron_record", json=_body("mlp_post_act", 2, 9, ["mine"]))
+    assert record.status_code == 200 and record.json()["dataset"] == "mine"
+    for index in (7, 8):  # errors reading the files do not name them either
+        r = client.post("/neuron_record", json=_body("mlp_post_act", 2, index, ["mine"]))
+        assert r.status_code == 503 and "read" in r.json()["message"], r.text
+    for r in (
+        client.post("/neuron_datasets_metadata"),
+        record,
+        *(client.post("/neuron_record", json=_body("mlp_post_act", 2, i, ["mine"])) for i in (7, 8)),
+    ):
+        assert str(tmp_path) not in r.text and "private" not in r.text
 
 
 def test_published_entries_match_the_seed() -> None:

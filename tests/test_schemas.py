@@ -925,12 +925,12 @@ def test_enum_values_match_seed() -> None:
         assert issubclass(enum_cls, str) and issubclass(enum_cls, Enum)
 
 
-########## Routes ##########
+########## Routes: the real app ##########
+# The operation ids are what the original client was generated from ("{tag}-{function name}").
 
 EXPECTED_OPERATION_IDS = {
     ("GET", "/"): "hello_world-read_root",
     ("GET", "/force_client_code_generation"): "hello_world-force_client_code_generation",
-    ("GET", "/dump_memory_snapshot"): "memory-dump_memory_snapshot",
     ("POST", "/existing_explanations"): "read-existing_explanations",
     ("POST", "/neuron_record"): "read-neuron_record",
     ("POST", "/attention_head_record"): "read-attention_head_record",
@@ -945,72 +945,148 @@ EXPECTED_OPERATION_IDS = {
     ("POST", "/model_info"): "inference-model_info",
 }
 
-
-def test_routes_table() -> None:
-    assert {(r.method, r.path): r.operation_id for r in s.ROUTES} == EXPECTED_OPERATION_IDS
-    assert s.ROUTES_BY_PATH["/batched_tdb"].request_model is s.BatchedTdbRequest
-    assert s.ROUTES_BY_PATH["/batched_tdb"].response_model is s.BatchedResponse
-
-
-def _stub_app() -> Any:
-    """A FastAPI app exposing every route of ROUTES with canned handlers."""
-    from fastapi import FastAPI
-
-    app = FastAPI(generate_unique_id_function=s.operation_id)
-    for route in s.ROUTES:
-        params = [
-            inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=route.request_model)
-        ] if route.request_model is not None else [
-            inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=annotation)
-            for name, annotation in route.query_params
-        ]  # fmt: skip
-
-        def handler(*args: Any, _path: str = route.path, **kwargs: Any) -> Any:
-            if _path == "/batched":
-                return _batched_response()
-            if _path == "/neuron_datasets_metadata":
-                return []
-            return None
-
-        handler.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-        app.add_api_route(
-            route.path,
-            handler,
-            methods=[route.method],
-            name=route.name,
-            tags=list(route.tags),
-            response_model=route.response_model,
-        )
-    return app
+# The error statuses each route answers (413: any body over the limit, on every route).
+EXPECTED_ERROR_STATUSES = {
+    "/": {"413"},
+    "/force_client_code_generation": {"413", "422"},
+    "/model_info": {"413", "503"},
+    "/neuron_datasets_metadata": {"413"},
+    **{path: {"400", "413", "422", "503"} for path in (
+        "/batched", "/batched_tdb", "/derived_scalars", "/derived_attention_scalars",
+        "/multiple_top_k_derived_scalars",
+    )},
+    **{path: {"400", "404", "413", "422", "503"} for path in (
+        "/existing_explanations", "/neuron_record", "/attention_head_record", "/explain", "/score",
+    )},
+}  # fmt: skip
 
 
-def test_fastapi_integration() -> None:
-    from fastapi.testclient import TestClient
+@pytest.fixture(scope="module")
+def openapi() -> dict[str, Any]:
+    from neuron_explainer.activation_server.main import create_app
 
-    app = _stub_app()
-    openapi = app.openapi()
-    operation_ids = {
-        (method.upper(), path): operation["operationId"]
+    return create_app(None).openapi()
+
+
+def _ref(schema: dict[str, Any]) -> str:
+    """The model name a schema refers to (`list[X]` -> `list[X]`)."""
+    if "$ref" in schema:
+        return str(schema["$ref"]).rsplit("/", 1)[-1]
+    if schema.get("type") == "array":
+        return f"list[{_ref(schema['items'])}]"
+    return str(schema.get("type"))
+
+
+def _name(model: Any) -> str:
+    if model is None:
+        return "null"
+    if getattr(model, "__origin__", None) is list:
+        return f"list[{_name(model.__args__[0])}]"
+    if model is str:
+        return "string"
+    if getattr(model, "__origin__", None) is dict:
+        return "object"
+    return str(model.__name__)
+
+
+def test_the_app_serves_the_routes_table(openapi: dict[str, Any]) -> None:
+    """Every route of `schemas.ROUTES`, and no other, with its operation id, body and answer."""
+    served = {
+        (method.upper(), path): operation
         for path, operations in openapi["paths"].items()
         for method, operation in operations.items()
     }
-    assert operation_ids == EXPECTED_OPERATION_IDS
+    assert {key: op["operationId"] for key, op in served.items()} == EXPECTED_OPERATION_IDS
+    assert {(r.method, r.path): r.operation_id for r in s.ROUTES} == EXPECTED_OPERATION_IDS
+    for route in s.ROUTES:
+        operation = served[(route.method, route.path)]
+        body = operation.get("requestBody")
+        if route.request_model is None:
+            assert body is None, route.path
+        else:
+            assert body["required"] is True, route.path
+            assert _ref(body["content"]["application/json"]["schema"]) == _name(route.request_model)
+        answer = operation["responses"]["200"]["content"]["application/json"]["schema"]
+        if route.response_model is not None and route.response_model is not dict[str, str]:
+            assert _ref(answer) == _name(route.response_model), route.path
+        params = {p["name"]: p for p in operation.get("parameters", [])}
+        assert set(params) == {name for name, _ in route.query_params}, route.path
 
-    client = TestClient(app)
-    response = client.post("/batched", json=LOGIT_LENS_BATCHED)
-    assert response.status_code == 200, response.text
-    assert response.json() == EXPECTED_BATCHED_RESPONSE_JSON
-    assert client.post("/neuron_datasets_metadata").json() == []
 
+def test_every_route_documents_its_error_statuses(openapi: dict[str, Any]) -> None:
+    """The statuses the server really answers (schemathesis checks that none other comes back),
+    each with the one error body: {"message": ..., "detail"?: [...]}."""
+    for path, operations in openapi["paths"].items():
+        for operation in operations.values():
+            errors = {code for code in operation["responses"] if code != "200"}
+            assert errors == EXPECTED_ERROR_STATUSES[path], path
+            for code in errors:
+                schema = operation["responses"][code]["content"]["application/json"]["schema"]
+                assert _ref(schema) == "ErrorResponse", (path, code)
+    error = openapi["components"]["schemas"]["ErrorResponse"]
+    assert error["required"] == ["message"]
+    assert "HTTPValidationError" not in openapi["components"]["schemas"]  # FastAPI's default body
+
+
+def test_bounds_are_in_the_schema(openapi: dict[str, Any]) -> None:
+    """Clients see every bound the server enforces: counts, k, sizes, index ranges."""
+    schemas = openapi["components"]["schemas"]
+
+    def prop(model: str, field: str) -> dict[str, Any]:
+        p = schemas[model]["properties"][field]
+        return p.get("anyOf", [p])[0]  # `X | None` fields: the X
+
+    assert prop("BatchedTdbRequest", "subRequests").items() >= {"minItems": 1, "maxItems": 8}.items()
+    assert prop("BatchedRequest", "inferenceSubRequests")["maxItems"] == 8
+    assert prop("TdbRequestSpec", "topAndBottomKForNodeTable").items() >= {"minimum": 1, "maximum": 200}.items()
+    assert prop("MultipleTopKDerivedScalarsRequestSpec", "topAndBottomK")["maximum"] == 200
+    assert prop("NodeIdAndDatasets", "datasets")["maxItems"] == s.MAX_DATASETS
+    assert prop("NodeIdAndDatasets", "layerIndex")["minimum"] == 0
+    assert prop("AblationSpec", "value")["maximum"] == s.FLOAT32_MAX
+    assert prop("ScoredTokensRequestSpec", "numTokens")["maximum"] == s.MAX_TOP_TOKENS
+    groups = prop("MultipleTopKDerivedScalarsRequestSpec", "dstListByGroupId")
+    assert groups["additionalProperties"]["minItems"] == 1
+    indices = prop("MirroredNodeIndex", "tensorIndices")
+    assert indices["maxItems"] == s.MAX_TENSOR_INDICES
+    assert indices["items"]["anyOf"][0]["maximum"] == s.MAX_SAFE_INTEGER
+    assert "tokens" in prop("TdbRequestSpec", "prompt")["description"]
+    assert "1048576 bytes" in openapi["info"]["description"]
+
+
+def test_flags_change_the_documented_bounds() -> None:
+    from neuron_explainer.activation_server.limits import Limits
+    from neuron_explainer.activation_server.main import create_app
+
+    document = create_app(None, limits=Limits(max_sub_requests=3, max_prompt_tokens=50)).openapi()
+    schemas = document["components"]["schemas"]
+    assert schemas["BatchedTdbRequest"]["properties"]["subRequests"]["maxItems"] == 3
+    assert "at most 50 tokens" in schemas["InferenceRequestSpec"]["properties"]["prompt"]["description"]
+    with pytest.raises(ValueError, match="max-sub-requests"):
+        Limits(max_sub_requests=s.MAX_SUB_REQUESTS + 1)
+
+
+def test_the_app_answers_bad_bodies_in_the_error_format() -> None:
+    from fastapi.testclient import TestClient
+
+    from neuron_explainer.activation_server.main import create_app
+
+    client = TestClient(create_app(None))
     bad = copy.deepcopy(TDB_INITIAL_LOAD)
-    bad["subRequests"][0]["componentTypeForAttention"] = "head"
+    bad["subRequests"][0]["componentTypeForAttention"] = "banana-head"
     response = client.post("/batched_tdb", json=bad)
     assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == [
-        "body",
-        "subRequests",
-        0,
-        "componentTypeForAttention",
-    ]
+    body = response.json()
+    assert body["detail"][0]["loc"] == ["body", "subRequests", 0, "componentTypeForAttention"]
+    assert body["message"].startswith("subRequests.0.componentTypeForAttention: ")
+    assert "banana" not in response.text  # the input is not echoed
+    assert all("input" not in d for d in body["detail"])
     response = client.get("/force_client_code_generation", params={"group_id": "nope"})
-    assert response.status_code == 422
+    assert response.status_code == 422 and "group_id" in response.json()["message"]
+    # many problems: the first ten, and how many more
+    response = client.post(
+        "/neuron_record",
+        json={"dst": 1, "layerIndex": "a", "activationIndex": "b", "datasets": [1] * 16},
+    )
+    body = response.json()
+    assert response.status_code == 422 and len(body["detail"]) == 10
+    assert body["message"].endswith("and 9 more problems")

@@ -631,12 +631,12 @@ def test_autoencoder_latents(ae_client: TestClient) -> None:
     for n, p in zip(nodes, pairs, strict=True):
         if n["nodeType"] == "attention_autoencoder_latent":
             assert p is not None and len(p["tokenIndices"]) == len(p["attributions"]) >= 1
-            assert all(0 <= t < N_TOKENS for t in p["tokenIndices"])
-            # causal: keys after the query get no attribution
+            # causal: only keys at or before the query token are listed, each once, the three
+            # largest attributions first (or every key, when the query sees fewer)
             q = n["tensorIndices"][0]
-            assert all(
-                a == 0 for t, a in zip(p["tokenIndices"], p["attributions"], strict=True) if t > q
-            )
+            assert all(0 <= t <= q for t in p["tokenIndices"]), (q, p["tokenIndices"])
+            assert len(set(p["tokenIndices"])) == len(p["tokenIndices"]) == min(3, q + 1)
+            assert p["attributions"] == sorted(p["attributions"], reverse=True)
         else:
             assert p is None
     # MLP latents get input tokens through the MLP; attention latents don't
@@ -772,9 +772,42 @@ def test_cors_on_errors(client: TestClient, no_model_client: TestClient) -> None
             404,
         ),
         (no_model_client.post("/model_info", headers=headers), 503),
+        (
+            client.post(
+                "/batched_tdb",
+                content=b'{"subRequests": [' + b" " * (1 << 20),
+                headers={**headers, "Content-Type": "application/json"},
+            ),
+            413,
+        ),
+        (
+            client.post(
+                "/batched_tdb",
+                content=b'{"subRequests": [',
+                headers={**headers, "Content-Type": "application/json"},
+            ),
+            400,
+        ),
+        (client.get("/batched_tdb", headers=headers), 405),
+        (client.post("/nowhere", headers=headers), 404),
     ):
         assert r.status_code == status
         assert r.headers["access-control-allow-origin"] == ORIGIN
+        assert r.json()["message"]
+
+
+def test_unexpected_errors_are_500s_that_name_no_file(
+    debugger_plain: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(request: Any) -> Any:
+        raise RuntimeError("cannot open /home/someone/secret/weights.bin")
+
+    monkeypatch.setattr(debugger_plain, "batched", broken)
+    with TestClient(create_app(debugger_plain)) as c:
+        r = c.post("/batched_tdb", json={"subRequests": [tdb_spec()]}, headers={"Origin": ORIGIN})
+    assert r.status_code == 500
+    assert r.headers["access-control-allow-origin"] == ORIGIN
+    assert "RuntimeError" in r.json()["message"] and "secret" not in r.text
 
 
 # --------------------------------------------------------------- bad input
@@ -846,7 +879,7 @@ BAD_TDB: dict[str, tuple[dict[str, Any], int, list[str]]] = {
         400,
         ["autoencoder"],
     ),
-    "zero k": ({"topAndBottomKForNodeTable": 0}, 400, ["topAndBottomKForNodeTable"]),
+    "zero k": ({"topAndBottomKForNodeTable": 0}, 422, ["topAndBottomKForNodeTable"]),
     "wrong type": ({"topAndBottomKForNodeTable": "ten"}, 422, ["topAndBottomKForNodeTable"]),
 }
 
@@ -880,7 +913,7 @@ def test_bad_requests_then_good(client: TestClient, debugger_plain: Any) -> None
             content=b'{"subRequests": [',
             headers={"Content-Type": "application/json"},
         ),
-        422,
+        400,
         "body",
         "malformed JSON",
     )
@@ -888,9 +921,9 @@ def test_bad_requests_then_good(client: TestClient, debugger_plain: Any) -> None
         client.post(
             "/batched_tdb", content=b"not json", headers={"Content-Type": "application/json"}
         ),
-        422,
+        400,
     )
-    assert_error(client.post("/batched_tdb", json={"subRequests": []}), 400, "subRequests")
+    assert_error(client.post("/batched_tdb", json={"subRequests": []}), 422, "subRequests")
     assert_error(client.post("/batched_tdb", json={}), 422, "subRequests")
     missing = {k: v for k, v in tdb_spec().items() if k != "targetTokens"}
     assert_error(client.post("/batched_tdb", json={"subRequests": [missing]}), 422, "targetTokens")
@@ -898,7 +931,7 @@ def test_bad_requests_then_good(client: TestClient, debugger_plain: Any) -> None
     r = client.post("/batched_tdb", json={"subRequests": [tdb_spec(), tdb_spec(prompt="Hello")]})
     assert_error(r, 400, "prompt", "same number of tokens")
     assert_error(
-        client.post("/batched", json={"inferenceSubRequests": []}), 400, "inferenceSubRequests"
+        client.post("/batched", json={"inferenceSubRequests": []}), 422, "inferenceSubRequests"
     )
     # single-node routes
     ds = {

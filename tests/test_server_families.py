@@ -4,7 +4,6 @@ ablation, a Q trace, a node page's scalars) answer with the same wire format as 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest

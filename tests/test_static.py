@@ -101,6 +101,18 @@ def test_missing_files_are_json_404s(client: TestClient) -> None:
         assert "message" in r.json()
 
 
+@pytest.mark.parametrize(
+    "path", ["/a%00b", "/assets/%00.js", "/%00", "/gpt2-small/tdb%00", "/" + "x" * 5000 + ".js"]
+)
+def test_odd_paths_are_json_404s(path: str, dist: Path) -> None:
+    """A NUL byte (or a name too long for the file system) is a 404, not a crash."""
+    app = create_app(None)
+    assert mount_viewer(app, dist)
+    r = TestClient(app, raise_server_exceptions=False).get(path)
+    assert r.status_code == 404, r.text
+    assert r.json()["message"].startswith("not found: /") and len(r.text) < 400
+
+
 def test_no_escape_from_the_build_folder(client: TestClient) -> None:
     for path in ("/..%2fsecret.txt", "/assets/..%2f..%2fsecret.txt", "/%2e%2e/secret.txt"):
         r = client.get(path)

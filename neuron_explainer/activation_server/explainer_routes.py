@@ -11,7 +11,7 @@ Contract (the seed's, as the original client calls it):
   `/existing_explanations` finds it).
 
 `datasets` are tried in order; the first that has the node's record answers, and `dataset` /
-`datasetPath` is its location. Without an LLM endpoint both routes still answer from stored
+`datasetPath` is its location (a published dataset's URL, a local one's registered name). Without an LLM endpoint both routes still answer from stored
 results and answer 503, with what to configure, when the LLM would be needed.
 """
 
@@ -24,7 +24,13 @@ from typing import TypeVar
 
 from fastapi import APIRouter
 
-from neuron_explainer.activation_server.errors import NotFound, RequestError, ServiceUnavailable
+from neuron_explainer.activation_server.errors import (
+    NotFound,
+    RequestError,
+    ServiceUnavailable,
+    error_responses,
+)
+from neuron_explainer.activation_server.limits import StrictJSONRoute
 from neuron_explainer.activation_server.read_routes import load_record_from_datasets
 from neuron_explainer.activation_server.schemas import (
     ExplanationResult,
@@ -53,6 +59,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+EXPLAINER_ERRORS = error_responses(400, 404, 422, 503)
+
 NO_LLM_MESSAGE = (
     "no LLM endpoint is configured for explanations: restart the server with --llm-base-url URL "
     "(an OpenAI-compatible API, e.g. http://localhost:8001/v1 for a local vLLM or Ollama server) "
@@ -70,7 +78,7 @@ def make_explainer_router(
 ) -> APIRouter:
     """The explainer routes. `llm` None: answer from stored results only (503 otherwise);
     `explanation_set`: where new scores are stored (default `store.set_name(model, simulator)`)."""
-    router = APIRouter()
+    router = APIRouter(route_class=StrictJSONRoute)
 
     def require_llm() -> LLMClient:
         if llm is None:
@@ -119,7 +127,7 @@ def make_explainer_router(
         except LLMError as exc:
             raise ServiceUnavailable(f"the LLM endpoint failed: {exc}") from None
 
-    @router.post("/explain", tags=["explainer"], response_model=ExplanationResult)
+    @router.post("/explain", tags=["explainer"], response_model=ExplanationResult, responses=EXPLAINER_ERRORS)
     async def explain(request: NodeIdAndDatasets) -> ExplanationResult:
         reg = require_registry()
         layer, index = request.layer_index, request.activation_index
@@ -128,7 +136,7 @@ def make_explainer_router(
             if stored:
                 ranked = sorted(stored, key=lambda s: -(s[2] if s[2] is not None else -2.0))
                 explanations = list(dict.fromkeys(explanation for _, explanation, _ in ranked))
-                return ExplanationResult(explanations=explanations, dataset=entry.root)
+                return ExplanationResult(explanations=explanations, dataset=entry.public_location)
         client = require_llm()
         entry, record = await load(request)
         check_active(record)
@@ -136,9 +144,9 @@ def make_explainer_router(
         explanations = await call_llm(
             lambda: explain_node(client, record, kind, n_per_split=n_per_split)
         )
-        return ExplanationResult(explanations=explanations, dataset=entry.root)
+        return ExplanationResult(explanations=explanations, dataset=entry.public_location)
 
-    @router.post("/score", tags=["explainer"], response_model=ScoreResult)
+    @router.post("/score", tags=["explainer"], response_model=ScoreResult, responses=EXPLAINER_ERRORS)
     async def score(request: ScoreRequest) -> ScoreResult:
         reg = require_registry()
         layer, index = request.layer_index, request.activation_index
@@ -150,7 +158,7 @@ def make_explainer_router(
         for entry in entries(request):
             found = await asyncio.to_thread(store.find_score, reg, entry, layer, index, explanation)
             if found is not None:
-                return ScoreResult(score=found, dataset_path=entry.root)
+                return ScoreResult(score=found, dataset_path=entry.public_location)
         client = require_llm()
         entry, record = await load(request)
         check_active(record)
@@ -196,6 +204,6 @@ def make_explainer_router(
             explanation=explanation,
             scored=scored,
         )
-        return ScoreResult(score=value, dataset_path=entry.root)
+        return ScoreResult(score=value, dataset_path=entry.public_location)
 
     return router

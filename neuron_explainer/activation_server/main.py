@@ -3,32 +3,50 @@
 Routes only parse (the pydantic models in `schemas` are the contract), call the library and
 return. Model work runs in a worker thread, one request at a time, so the event loop keeps
 answering (CORS preflights, /model_info) while a long request computes. Every failure is a JSON
-object with a `message` (what the original client shows), with CORS headers, never a crash.
+object with a `message` (what the original client shows), with CORS headers, never a crash
+(`errors`). What one request may ask for is bounded before any work (`limits`), and the OpenAPI
+document lists every status a route answers and every bound.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import re
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware.base import BaseHTTPMiddleware
 
 from neuron_explainer import demo
 from neuron_explainer.activation_server import schemas as S
-from neuron_explainer.activation_server.errors import NotFound, RequestError, ServiceUnavailable
+from neuron_explainer.activation_server.errors import (
+    NotFound,
+    ServiceUnavailable,
+    error_responses,
+    install_error_handlers,
+    internal_error_answer,
+)
 from neuron_explainer.activation_server.explainer_routes import make_explainer_router
+from neuron_explainer.activation_server.limits import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_MAX_SUB_REQUESTS,
+    BodyLimitMiddleware,
+    Limits,
+    StrictJSONRoute,
+    document_limits,
+)
 from neuron_explainer.activation_server.processing import Debugger
 from neuron_explainer.activation_server.read_routes import (
     load_record_from_datasets,
@@ -54,8 +72,9 @@ class ORJSONResponse(JSONResponse):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def _error(status: int, message: str, **extra: Any) -> ORJSONResponse:
-    return ORJSONResponse({"message": message, **extra}, status_code=status)
+# The statuses each kind of route answers besides 200 (413, any route: see create_app).
+INFERENCE_ERRORS = error_responses(400, 422, 503)
+MODEL_INFO_ERRORS = error_responses(503)
 
 
 def create_app(
@@ -64,21 +83,49 @@ def create_app(
     llm: LLMClient | None = None,
     simulator: SimulatorChoice = "auto",
     explanation_set: str | None = None,
+    limits: Limits | None = None,
 ) -> FastAPI:
     """The app. `debugger` None is the no-model mode (schema, read and explainer routes only);
-    `datasets` defaults to the published ones; `llm` None answers explanations from disk only."""
+    `datasets` defaults to the published ones; `llm` None answers explanations from disk only;
+    `limits` bound what one request may ask (see `limits.py`)."""
+    limits = limits or Limits()
     app = FastAPI(
         title="Transformer Debugger activation server",
         generate_unique_id_function=S.operation_id,
         default_response_class=ORJSONResponse,
+        responses=error_responses(413),  # the body limit applies to every route
     )
+    app.router.route_class = StrictJSONRoute
+    install_error_handlers(app, ORJSONResponse)
+
+    async def catch_all(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        try:
+            return await call_next(request)
+        except Exception as exc:
+            return internal_error_answer(ORJSONResponse, exc, request.url.path)
+
+    # Innermost first: CORS headers go on every answer, the 413 and any 500 included.
+    app.add_middleware(BaseHTTPMiddleware, dispatch=catch_all)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_request_bytes)
     app.add_middleware(
         CORSMiddleware,
         allow_origin_regex=LOCAL_ORIGINS,
         allow_methods=["*"],
         allow_headers=["*"],
     )
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title, version=app.version, routes=app.routes, openapi_version=app.openapi_version
+            )
+            app.openapi_schema = document_limits(document, limits)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     registry = datasets if datasets is not None else DatasetRegistry.with_published()
+    if debugger is not None:
+        debugger.max_prompt_tokens = limits.max_prompt_tokens
     lock = threading.Lock()  # one model computation at a time (memory, and torch threads)
 
     def loaded() -> Debugger:
@@ -97,45 +144,15 @@ def create_app(
 
         return await run_in_threadpool(locked)
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> Response:
-        problems = []
-        for err in exc.errors():
-            if err.get("type") == "json_invalid":  # loc is ("body", character offset)
-                at = [p for p in err.get("loc", ()) if p != "body"]
-                reason = (err.get("ctx") or {}).get("error", err.get("msg"))
-                problems.append(f"body: malformed JSON at character {at[0] if at else '?'}: {reason}")
-                continue
-            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-            problems.append(f"{where or 'body'}: {err.get('msg')}")
-        return _error(422, "; ".join(problems), detail=orjson.loads(orjson.dumps(exc.errors(), default=str)))
+    async def compute_response(fn: Callable[[Debugger], Any]) -> Response:
+        """`fn`'s answer, computed and rendered in a worker thread (see `_answer`)."""
+        d = loaded()
 
-    @app.exception_handler(RequestError)
-    async def bad_request(request: Request, exc: RequestError) -> Response:
-        return _error(400, str(exc))
+        def locked() -> Response:
+            with lock:
+                return _answer(lambda: fn(d))
 
-    @app.exception_handler(NotFound)
-    async def not_found(request: Request, exc: NotFound) -> Response:
-        return _error(404, str(exc.args[0]) if exc.args else "not found")
-
-    @app.exception_handler(ServiceUnavailable)
-    async def unavailable(request: Request, exc: ServiceUnavailable) -> Response:
-        return _error(503, str(exc))
-
-    @app.exception_handler(Exception)
-    async def internal(request: Request, exc: Exception) -> Response:
-        # Reached from inside the routing stack, so CORS headers are still added.
-        log.exception("unhandled error in %s", request.url.path)
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
-
-    @app.middleware("http")
-    async def catch_all(request: Request, call_next: Callable[[Request], Any]) -> Response:
-        try:
-            response: Response = await call_next(request)
-            return response
-        except Exception as exc:
-            log.exception("unhandled error in %s", request.url.path)
-            return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+        return await run_in_threadpool(locked)
 
     # ------------------------------------------------------------------ hello
 
@@ -143,27 +160,29 @@ def create_app(
     async def read_root() -> dict[str, str]:
         return {"message": "Transformer Debugger activation server", "docs": "/docs"}
 
-    @app.get("/force_client_code_generation", tags=["hello_world"])
+    @app.get("/force_client_code_generation", tags=["hello_world"], responses=error_responses(422))
     async def force_client_code_generation(group_id: S.GroupId) -> None:
         """Only here so the generated client includes GroupId."""
         return None
 
     # -------------------------------------------------------------- inference
 
-    @app.post("/model_info", tags=["inference"], response_model=S.ModelInfoResponse)
+    @app.post("/model_info", tags=["inference"], response_model=S.ModelInfoResponse, responses=MODEL_INFO_ERRORS)
     async def model_info() -> Any:
         # no model computation: answered at once, even while a long request holds the lock
         return loaded().model_info().model_dump(mode="json", by_alias=True)
 
-    @app.post("/batched_tdb", tags=["inference"], response_model=S.BatchedResponse)
+    @app.post("/batched_tdb", tags=["inference"], response_model=S.BatchedResponse, responses=INFERENCE_ERRORS)
     async def batched_tdb(request: S.BatchedTdbRequest) -> Any:
-        return await compute(lambda d: _dump(d.batched_tdb(request)))
+        limits.check_sub_requests(len(request.sub_requests), "subRequests")
+        return await compute_response(lambda d: _dump_batched(d.batched_tdb(request)))
 
-    @app.post("/batched", tags=["inference"], response_model=S.BatchedResponse)
+    @app.post("/batched", tags=["inference"], response_model=S.BatchedResponse, responses=INFERENCE_ERRORS)
     async def batched(request: S.BatchedRequest) -> Any:
-        return await compute(lambda d: _dump(d.batched(request)))
+        limits.check_sub_requests(len(request.inference_sub_requests), "inferenceSubRequests")
+        return await compute_response(lambda d: _dump_batched(d.batched(request)))
 
-    @app.post("/derived_scalars", tags=["inference"], response_model=S.DerivedScalarsResponse)
+    @app.post("/derived_scalars", tags=["inference"], response_model=S.DerivedScalarsResponse, responses=INFERENCE_ERRORS)
     async def derived_scalars(request: S.DerivedScalarsRequest) -> Any:
         spec = request.derived_scalars_request_spec
         result = await compute(lambda d: _single(d, request.inference_request_spec, spec, "derived_scalars_response_data"))
@@ -176,29 +195,50 @@ def create_app(
             except (NotFound, ServiceUnavailable) as exc:
                 # no record to normalise by: the raw activations are still useful
                 log.info("not normalising activations: %s", exc)
-        return result
+        return await run_in_threadpool(_answer, lambda: result)
 
-    @app.post("/derived_attention_scalars", tags=["inference"], response_model=S.DerivedAttentionScalarsResponse)
+    @app.post("/derived_attention_scalars", tags=["inference"], response_model=S.DerivedAttentionScalarsResponse, responses=INFERENCE_ERRORS)
     async def derived_attention_scalars(request: S.DerivedAttentionScalarsRequest) -> Any:
         spec = request.derived_attention_scalars_request_spec
-        return await compute(lambda d: _single(d, request.inference_request_spec, spec, "derived_attention_scalars_response_data"))
+        return await compute_response(lambda d: _single(d, request.inference_request_spec, spec, "derived_attention_scalars_response_data"))
 
-    @app.post("/multiple_top_k_derived_scalars", tags=["inference"], response_model=S.MultipleTopKDerivedScalarsResponse)
+    @app.post("/multiple_top_k_derived_scalars", tags=["inference"], response_model=S.MultipleTopKDerivedScalarsResponse, responses=INFERENCE_ERRORS)
     async def multiple_top_k_derived_scalars(request: S.MultipleTopKDerivedScalarsRequest) -> Any:
         spec = request.multiple_top_k_derived_scalars_request_spec
-        return await compute(lambda d: _single(d, request.inference_request_spec, spec, "multiple_top_k_derived_scalars_response_data"))
+        return await compute_response(lambda d: _single(d, request.inference_request_spec, spec, "multiple_top_k_derived_scalars_response_data"))
 
     # ------------------------------------------------------ read and explainer
     app.state.datasets = registry
-    app.include_router(make_read_router(registry))
+    app.include_router(make_read_router(registry, served_model=debugger.model_name if debugger else None))
     app.include_router(make_explainer_router(llm, registry, simulator=simulator, explanation_set=explanation_set))
 
     return app
 
 
+def _answer(content: Callable[[], Any]) -> Response:
+    """The JSON answer of `content()`, for a worker thread. Two things would otherwise stall the
+    event loop (and /model_info) for seconds on a large answer (tens of MB of node tables):
+    - FastAPI validating it again against the route's response model, in the event loop: a
+      Response is returned as it is (the content comes from the pydantic models of `schemas`,
+      so it matches the documented response model already);
+    - Python's cyclic garbage collector scanning the millions of objects the answer is made of,
+      holding the GIL: it is paused until they are freed (reference counting frees them)."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return ORJSONResponse(content())
+    finally:
+        if paused:
+            gc.enable()
+
+
 def _dump(model: Any) -> Any:
-    # model_dump once here; FastAPI then validates the dict against response_model for the schema
     return model.model_dump(mode="json", by_alias=True)
+
+
+def _dump_batched(response: S.BatchedResponse) -> Any:
+    # one sub-response at a time: each dump holds the GIL, and /model_info waits for it
+    return {"inferenceSubResponses": [_dump(sub) for sub in response.inference_sub_responses]}
 
 
 def _single(d: Debugger, inference: S.InferenceRequestSpec, spec: Any, data_field: str) -> Any:
@@ -255,9 +295,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "Qwen2/3, Gemma 2; or our layout); overrides --model")
     p.add_argument("--model-name", help="name reported by /model_info (default: --model)")
     p.add_argument("--mlp-autoencoder", help="autoencoder set name (e.g. ae-mlp-post-act-v4) or folder "
-                   "(default for the demo model: demo-mlp)")
+                   "(default for the demo model: demo-ae-resid-delta-mlp)")
     p.add_argument("--attention-autoencoder", help="autoencoder set name (e.g. ae-resid-delta-attn-v4) or folder "
-                   "(default for the demo model: demo-attn)")
+                   "(default for the demo model: demo-ae-resid-delta-attn)")
     p.add_argument("--no-autoencoders", action="store_true", help="do not attach the demo model's autoencoders")
     p.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -275,21 +315,55 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--explanation-set", help="name under which new explanations and scores are stored")
     p.add_argument("--no-llm-cache", action="store_true", help="do not cache LLM answers on disk")
     p.add_argument("--viewer-dist", type=Path, help="built neuron viewer (default: neuron_viewer/dist)")
+    p.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
+                   help="largest request body accepted, in bytes (default: %(default)s; larger: 413)")
+    p.add_argument("--max-sub-requests", type=int, default=DEFAULT_MAX_SUB_REQUESTS,
+                   help=f"sub-requests (prompts) per request, at most {S.MAX_SUB_REQUESTS} (default: %(default)s)")
+    p.add_argument("--max-prompt-tokens", type=int,
+                   help="tokens per prompt (default: the model's context window)")
     return p.parse_args(argv)
+
+
+def limits_from_args(args: argparse.Namespace) -> Limits:
+    return Limits(
+        max_request_bytes=args.max_request_bytes,
+        max_sub_requests=args.max_sub_requests,
+        max_prompt_tokens=args.max_prompt_tokens,
+    )
+
+
+def apply_demo_defaults(args: argparse.Namespace) -> None:
+    """The bundled model comes with its autoencoders and neuron records: serve them unless the
+    command line says otherwise."""
+    if args.model != demo.NAME or args.model_path or args.no_autoencoders:
+        return
+    from neuron_explainer.models.autoencoder import AUTOENCODERS
+
+    if args.mlp_autoencoder is None and demo.MLP_AUTOENCODER_NAME in AUTOENCODERS:
+        args.mlp_autoencoder = demo.MLP_AUTOENCODER_NAME
+    if args.attention_autoencoder is None and demo.ATTN_AUTOENCODER_NAME in AUTOENCODERS:
+        args.attention_autoencoder = demo.ATTN_AUTOENCODER_NAME
+    if demo.DATASET_DIR.is_dir() and not any(d.startswith(demo.NAME + "=") for d in args.dataset):
+        args.dataset.append(f"{demo.NAME}={demo.DATASET_DIR}")
+
+
+def build_registry(args: argparse.Namespace) -> DatasetRegistry:
+    """The published datasets and those of --dataset (ValueError names a bad folder)."""
+    registry = DatasetRegistry.with_published()
+    for item in args.dataset:
+        name, _, folder = item.partition("=")
+        registry.register_local_dataset(name, folder)
+    return registry
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.model == demo.NAME and not args.model_path and not args.no_autoencoders:
-        # the bundled model comes with its autoencoders and neuron records
-        from neuron_explainer.models.autoencoder import AUTOENCODERS
-
-        if args.mlp_autoencoder is None and demo.MLP_AUTOENCODER_NAME in AUTOENCODERS:
-            args.mlp_autoencoder = demo.MLP_AUTOENCODER_NAME
-        if args.attention_autoencoder is None and demo.ATTN_AUTOENCODER_NAME in AUTOENCODERS:
-            args.attention_autoencoder = demo.ATTN_AUTOENCODER_NAME
-        if demo.DATASET_DIR.is_dir() and not any(d.startswith(demo.NAME + "=") for d in args.dataset):
-            args.dataset.append(f"{demo.NAME}={demo.DATASET_DIR}")
+    try:
+        limits = limits_from_args(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    apply_demo_defaults(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     debugger = None
     if not args.no_model:
@@ -300,10 +374,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
     try:
-        registry = DatasetRegistry.with_published()
-        for item in args.dataset:
-            name, _, folder = item.partition("=")
-            registry.register_local_dataset(name, folder)
+        registry = build_registry(args)
     except ValueError as exc:
         print(f"error: --dataset: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -313,6 +384,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     llm = LLMClient(cfg) if cfg else None
     log.info("explanations: %s", llm.describe() if llm else "no LLM endpoint (stored explanations only)")
-    app = create_app(debugger, registry, llm, args.simulator, args.explanation_set)
+    app = create_app(debugger, registry, llm, args.simulator, args.explanation_set, limits)
     mount_viewer(app, args.viewer_dist or DEFAULT_DIST)
+    # what start-up built (weights, vocabulary) is never garbage: the collector skips it
+    gc.freeze()
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")

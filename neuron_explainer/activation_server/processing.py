@@ -56,6 +56,7 @@ _TRACE_LOCATION = {  # what tracing a node differentiates (neurons: see _trace_l
 }
 _SCORED_TOKENS = 10  # top and bottom tokens per node in the TDB node table
 _SCORED_CACHE_SIZE = 4096  # entries (a node's 2 x 10 tokens, a few kB each)
+_SCORED_CHUNK = 512  # nodes scored against the vocabulary at once (GPT-2: 100 MB of scores)
 _PROMPT_LENGTH_LIMIT = 500  # for batched top-k requests, as in the original server
 
 
@@ -89,6 +90,7 @@ class Debugger:
         # scored tokens of nodes whose scores depend on the weights alone, across requests
         self._scored_cache: dict[tuple[Any, ...], S.TopTokens] = {}
         self.scored_cache_size = _SCORED_CACHE_SIZE  # 0: no cache
+        self.max_prompt_tokens: int | None = None  # None: the model's context (--max-prompt-tokens)
 
     # ------------------------------------------------------------ model info
 
@@ -137,6 +139,11 @@ class Debugger:
             raise RequestError(
                 f"{field}: the prompt has {len(tokens)} tokens, more than the model's context of "
                 f"{self.model.cfg.ctx_window}"
+            )
+        if self.max_prompt_tokens is not None and len(tokens) > self.max_prompt_tokens:
+            raise RequestError(
+                f"{field}: the prompt has {len(tokens)} tokens; this server takes at most "
+                f"{self.max_prompt_tokens} (--max-prompt-tokens)"
             )
         return tokens
 
@@ -197,10 +204,10 @@ class Debugger:
         for axis, (i, size) in enumerate(zip(index, shape, strict=True)):
             if i is None or i == "All":
                 out.append(None)
-            elif isinstance(i, int) and -size <= i < size:
+            elif isinstance(i, int) and 0 <= i < size:  # no wrap-around: -1 is a mistake, not "last"
                 out.append(i)
             else:
-                raise RequestError(f"{field}.tensorIndices[{axis}]: {i} is out of range for size {size}")
+                raise RequestError(f"{field}.tensorIndices[{axis}]: {i} is out of range 0..{size - 1}")
         return tuple(out)
 
     def _node_site_and_index(self, node: S.MirroredNodeIndex, n_tokens: int, field: str, locations: dict[str, str]) -> tuple[Site, tuple[int | None, ...]]:
@@ -217,6 +224,9 @@ class Debugger:
         index = self._check_index(site, list(spec.index.tensor_indices), n_tokens, field + ".index")
         if not math.isfinite(spec.value):
             raise RequestError(f"{field}.value must be finite")
+        largest = torch.finfo(self.model.dtype).max if self.model.dtype.is_floating_point else math.inf
+        if abs(spec.value) > largest:
+            raise RequestError(f"{field}.value: {spec.value} does not fit the model's {self.model.dtype} (at most {largest:g})")
         return Ablation(site, index, spec.value, spec.index.pass_type.value)
 
     def _trace(self, cfg: S.MirroredTraceConfig, n_tokens: int, field: str) -> Trace:
@@ -236,6 +246,9 @@ class Debugger:
         if cfg.downstream_trace_config is not None:
             if through != "V":
                 raise RequestError(f"{field}.downstreamTraceConfig needs attentionTraceType V")
+            if cfg.downstream_trace_config.attention_trace_type == S.AttentionTraceType.V:
+                # checked before recursing: a deeply nested chain is refused at its second link
+                raise RequestError(f"{field}.downstreamTraceConfig cannot itself trace through V")
             downstream = self._trace(cfg.downstream_trace_config, n_tokens, field + ".downstreamTraceConfig")
             if downstream.through == "V":
                 raise RequestError(f"{field}.downstreamTraceConfig cannot itself trace through V")
@@ -343,6 +356,9 @@ class Debugger:
                         raise RequestError(f"{field}.layerIndex: {spec.layer_index} is not a layer of this {self.n_layers}-layer model")
                     if isinstance(spec, S.DerivedAttentionScalarsRequestSpec) and st.node_type != "attention_head":
                         raise RequestError(f"{field}.dst: {spec.dst.value} is not an attention scalar")
+                n_tokens = len(parsed[i].request.tokens)
+                if isinstance(spec, S.MultipleTopKDerivedScalarsRequestSpec) and spec.token_index is not None and not -n_tokens <= spec.token_index < n_tokens:
+                    raise RequestError(f"{field}.tokenIndex: {spec.token_index} is not a token of this {n_tokens}-token prompt")
             if any(isinstance(s, S.MultipleTopKDerivedScalarsRequestSpec) for s in specs.values()):
                 lengths.append(len(parsed[i].request.tokens))
         if any(n > _PROMPT_LENGTH_LIMIT for n in lengths):
@@ -410,6 +426,11 @@ class Debugger:
             ]
             directions = [True] if group.exclude_bottom_k else [True, False]
             n_total = sum(x.numel() for _, _, x in segments)
+            if spec.top_and_bottom_k is None and n_total > S.MAX_NODE_TABLE_K:
+                raise RequestError(
+                    f"topAndBottomK: without it every one of the {n_total} {group.value} nodes is "
+                    f"listed; give topAndBottomK (at most {S.MAX_NODE_TABLE_K})"
+                )
             want = n_total if spec.top_and_bottom_k is None else min(spec.top_and_bottom_k, n_total)
             for largest in directions:
                 key = (tuple(dsts), spec.token_index, largest)
@@ -587,10 +608,13 @@ class Debugger:
                 for i in missing
             }
             present = [(i, v) for i, v in vectors.items() if v is not None]
-            if present:  # one matmul with the vocabulary for all nodes
-                stacked = torch.stack([v for _, v in present])
+            # a matmul with the vocabulary per chunk of nodes: a chunk's scores (nodes x vocab)
+            # stay small whatever the number of nodes (k and sub-requests at their bounds)
+            for start in range(0, len(present), _SCORED_CHUNK):
+                chunk = present[start : start + _SCORED_CHUNK]
+                stacked = torch.stack([v for _, v in chunk])
                 scores = self._unembed(stacked) if writes else self.weights.read_embeddings(stacked)
-                for (i, _), top in zip(present, self._top_tokens(scores, spec.num_tokens), strict=True):
+                for (i, _), top in zip(chunk, self._top_tokens(scores, spec.num_tokens), strict=True):
                     results[i] = top
                     key = keys[i]
                     if key is not None:
@@ -791,7 +815,11 @@ class Debugger:
         if kind not in _NODE_LOCATION:
             raise RequestError(f"{field}.nodeIndex.nodeType: {kind} nodes cannot be ablated")
         t = list(node.tensor_indices)
-        if not t or t[0] is None or t[-1] is None:
+        expected = 3 if kind == "attention_head" else 2
+        if len(t) != expected:
+            what = "[query, key, head]" if expected == 3 else "[token, index]"
+            raise RequestError(f"{field}.nodeIndex.tensorIndices: a {kind} node has {expected} indices {what}, got {len(t)}")
+        if t[0] is None or t[-1] is None:
             raise RequestError(f"{field}.nodeIndex.tensorIndices: need the token and the node index")
         location = {
             "mlp_neuron": S.ActivationLocationType.MLP_POST_ACT,
@@ -801,8 +829,6 @@ class Debugger:
         }[kind]
         if kind == "attention_head":
             # a head at a token pair (query, key, head); a missing key ablates all keys
-            if len(t) != 3:
-                raise RequestError(f"{field}.nodeIndex.tensorIndices: an attention head needs [query, key, head]")
             indices: S.AllOrOneIndices = (t[0], "All" if t[1] is None else t[1], t[2] or 0)
         else:
             indices = (t[0], t[-1])

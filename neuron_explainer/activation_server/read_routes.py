@@ -14,7 +14,13 @@ from typing import Any
 from fastapi import APIRouter
 
 from neuron_explainer.activation_server import schemas as S
-from neuron_explainer.activation_server.errors import NotFound, RequestError, ServiceUnavailable
+from neuron_explainer.activation_server.errors import (
+    NotFound,
+    RequestError,
+    ServiceUnavailable,
+    error_responses,
+)
+from neuron_explainer.activation_server.limits import StrictJSONRoute
 from neuron_explainer.activations.datasets import (
     DatasetEntry,
     DatasetNotFound,
@@ -201,6 +207,11 @@ def load_record_from_datasets(
             continue
         except RecordUnavailable as e:
             raise ServiceUnavailable(f"could not read {entry.short_name} ({dst}): {e}") from None
+        except RecordFormatError as e:  # a damaged file of the dataset, not the request's fault
+            raise ServiceUnavailable(
+                f"the {dst} record {request.layer_index}:{request.activation_index} of "
+                f"{entry.short_name} cannot be read ({e})"
+            ) from None
         if not record.most_positive_activation_records:
             raise NotFound(
                 f"{entry.short_name} has an empty {dst} record for "
@@ -251,14 +262,19 @@ def _explanations_of(
 # --- routes ------------------------------------------------------------------------------------
 
 
-def make_read_router(registry: DatasetRegistry) -> APIRouter:
-    """The four read routes over `registry` (operation ids `read-<function name>`)."""
-    router = APIRouter(tags=["read"])
+READ_ERRORS = error_responses(400, 404, 422, 503)
+
+
+def make_read_router(registry: DatasetRegistry, served_model: str | None = None) -> APIRouter:
+    """The four read routes over `registry` (operation ids `read-<function name>`). The datasets
+    of `served_model` (the model's name, the part of a short name before any `_`) are listed
+    first. Answers name local datasets by their registered names, never by their folders."""
+    router = APIRouter(tags=["read"], route_class=StrictJSONRoute)
 
     # Plain `def`: FastAPI runs them in its thread pool, so file and network reads never block
     # the event loop.
 
-    @router.post("/existing_explanations", response_model=list[S.AttributedScoredExplanation])
+    @router.post("/existing_explanations", response_model=list[S.AttributedScoredExplanation], responses=READ_ERRORS)
     def existing_explanations(
         request: S.ExistingExplanationsRequest,
     ) -> list[S.AttributedScoredExplanation]:
@@ -294,20 +310,20 @@ def make_read_router(registry: DatasetRegistry) -> APIRouter:
             out += _explanations_of(results, dataset.name)
         return out
 
-    @router.post("/neuron_record", response_model=S.NeuronRecordResponse)
+    @router.post("/neuron_record", response_model=S.NeuronRecordResponse, responses=READ_ERRORS)
     def neuron_record(request: S.NodeIdAndDatasets) -> S.NeuronRecordResponse:
         entry, record = load_record_from_datasets(registry, request)
         top, random = normalize_token_scalars(
             [record.most_positive_activation_records, record.random_sample]
         )
         return S.NeuronRecordResponse(
-            dataset=entry.root,
+            dataset=entry.public_location,
             max_activation=_finite(record.max_activation),
             top_activations=top,
             random_sample=random,
         )
 
-    @router.post("/attention_head_record", response_model=S.AttentionHeadRecordResponse)
+    @router.post("/attention_head_record", response_model=S.AttentionHeadRecordResponse, responses=READ_ERRORS)
     def attention_head_record(request: S.NodeIdAndDatasets) -> S.AttentionHeadRecordResponse:
         entry, record = load_record_from_datasets(registry, request)
         try:
@@ -319,7 +335,7 @@ def make_read_router(registry: DatasetRegistry) -> APIRouter:
                 f"dst: {request.dst.value} records of {entry.short_name} are not by token pair ({e})"
             ) from None
         return S.AttentionHeadRecordResponse(
-            dataset=entry.root,
+            dataset=entry.public_location,
             max_attention_activation=_finite(record.max_activation),
             most_positive_token_sequences=top,
             random_token_sequences=random,
@@ -327,14 +343,17 @@ def make_read_router(registry: DatasetRegistry) -> APIRouter:
 
     @router.post("/neuron_datasets_metadata", response_model=list[S.NeuronDatasetMetadata])
     def neuron_datasets_metadata() -> list[S.NeuronDatasetMetadata]:
+        entries = registry.metadata()
+        # stable: the served model's datasets first, otherwise in registration order
+        entries.sort(key=lambda e: e.short_name.split("_")[0] != served_model)
         return [
             S.NeuronDatasetMetadata(
                 short_name=e.short_name,
                 derived_scalar_type=e.dst,
                 user_visible_name=e.user_visible_name,
-                neuron_dataset_path=e.root,
+                neuron_dataset_path=e.public_location,
             )
-            for e in registry.metadata()
+            for e in entries
         ]
 
     return router

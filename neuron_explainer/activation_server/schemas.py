@@ -73,6 +73,46 @@ def _tag_value(raw: Any) -> str:
     return raw.value if isinstance(raw, Enum) else str(raw)
 
 
+########## Bounds on requests ##########
+# Every list, map and count a client sends is bounded, and the bounds are in the OpenAPI document
+# (minItems, maxItems, minimum, maximum...), so a hostile body is refused by validation before any
+# work (and a request that fits the schema is a reasonable one). The server's flags may lower the
+# bounds on sub-requests and tokens per prompt (see `limits.py`), never raise them past these.
+
+MAX_SUB_REQUESTS = 64
+"""Sub-requests of one /batched or /batched_tdb request (a prompt each; clients send at most 4)."""
+MAX_NODE_TABLE_K = 200
+"""Top and bottom k of one top-k step: each kept node costs a row of vocabulary scores."""
+MAX_TOP_TOKENS = 1000
+"""Vocabulary tokens (top and bottom each) or attended-to tokens listed per node."""
+MAX_ABLATIONS = 256
+MAX_TOKENS_LISTED = 64
+"""Target or distractor tokens of one loss."""
+MAX_TOKEN_CHARS = 1000
+"""Characters of one target or distractor token (a single token of the vocabulary)."""
+MAX_TENSOR_INDICES = 4
+"""More than any activation has (3: query token, key token, head)."""
+MAX_PROCESSING_STEPS = 32
+MAX_NAME_CHARS = 256
+"""A dataset, explanation dataset or processing step name."""
+MAX_DATASETS = 16
+MAX_EXPLANATION_CHARS = 10_000
+MAX_SEQUENCES = 1000
+FLOAT32_MAX = 3.4028234663852886e38
+"""Ablation values must be representable in float32, the widest type the model computes in."""
+
+MAX_SAFE_INTEGER = 2**53 - 1
+"""Integers on the wire are at most this in size: every JSON parser (JavaScript's included)
+reads them exactly, and the bound itself is exact as a double, as JSON Schema validators read it."""
+
+SafeInt = Annotated[int, Field(ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER)]
+Name = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
+TokenText = Annotated[str, Field(max_length=MAX_TOKEN_CHARS)]
+AblationValue = Annotated[float, Field(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
+NonNegativeIndex = Annotated[int, Field(ge=0, le=MAX_SAFE_INTEGER)]
+TensorIndices = Annotated[tuple[SafeInt | None, ...], Field(max_length=MAX_TENSOR_INDICES)]
+
+
 ########## Model component enums ##########
 
 
@@ -290,20 +330,21 @@ class DerivedScalarType(StrEnum):
 
 
 # None means "no layer" (embeddings, logits, final layer norm).
-LayerIndex = int | None
+LayerIndex = SafeInt | None
 
 ########## Indices: nodes, activations, ablations, tracing ##########
 
 # An activation index entry is either a concrete position or the string "All" (a full slice).
-AllOrOneIndex = int | Literal["All"]
+AllOrOneIndex = SafeInt | Literal["All"]
 AllOrOneIndices = tuple[AllOrOneIndex, ...]
+BoundedAllOrOneIndices = Annotated[AllOrOneIndices, Field(max_length=MAX_TENSOR_INDICES)]
 
 
 class MirroredNodeIndex(ImmutableCamelModel):
     """Identifies one node (e.g. neuron at token t); None entries in tensorIndices mean 'all'."""
 
     node_type: NodeType
-    tensor_indices: tuple[int | None, ...]
+    tensor_indices: TensorIndices
     layer_index: LayerIndex = None
     pass_type: PassType
 
@@ -312,7 +353,7 @@ class MirroredActivationIndex(ImmutableCamelModel):
     """Identifies (a slice of) an activation tensor; "All" in tensorIndices means a full slice."""
 
     activation_location_type: ActivationLocationType
-    tensor_indices: AllOrOneIndices
+    tensor_indices: BoundedAllOrOneIndices
     layer_index: LayerIndex = None
     pass_type: PassType
 
@@ -321,7 +362,7 @@ class MirroredDerivedScalarIndex(ImmutableCamelModel):
     """Identifies (a slice of) a derived scalar tensor; None entries mean a full slice."""
 
     dst: DerivedScalarType
-    tensor_indices: tuple[int | None, ...]
+    tensor_indices: TensorIndices
     layer_index: LayerIndex = None
     pass_type: PassType
 
@@ -330,14 +371,14 @@ class AblationSpec(ImmutableCamelModel):
     """Overwrite the activation(s) at ``index`` with ``value`` during inference."""
 
     index: MirroredActivationIndex
-    value: float
+    value: AblationValue
 
 
 class NodeAblation(ImmutableCamelModel):
     """Client-side ablation of one node; the server converts it to an AblationSpec."""
 
     node_index: MirroredNodeIndex
-    value: float
+    value: AblationValue
 
 
 class AttentionTraceType(StrEnum):
@@ -470,15 +511,15 @@ class LossFnConfig(CamelModel):
     """Loss function (and its target/distractor tokens) for the backward pass."""
 
     name: LossFnName
-    target_tokens: list[str] | None = None
-    distractor_tokens: list[str] | None = None
+    target_tokens: Annotated[list[TokenText], Field(max_length=MAX_TOKENS_LISTED)] | None = None
+    distractor_tokens: Annotated[list[TokenText], Field(max_length=MAX_TOKENS_LISTED)] | None = None
 
 
 class InferenceRequestSpec(ImmutableCamelModel):
     """How to run one forward (and optional backward) pass: prompt, ablations, loss or trace."""
 
     prompt: str
-    ablation_specs: list[AblationSpec] | None = None
+    ablation_specs: Annotated[list[AblationSpec], Field(max_length=MAX_ABLATIONS)] | None = None
     # lossFnConfig and traceConfig are mutually exclusive.
     loss_fn_config: LossFnConfig | None = None
     trace_config: MirroredTraceConfig | None = None
@@ -632,9 +673,9 @@ class NodeIdAndDatasets(ImmutableCamelModel):
     """A node (dst, layer, index) plus the neuron datasets (paths or short names) to look in."""
 
     dst: DerivedScalarType
-    layer_index: int
-    activation_index: int
-    datasets: list[str]
+    layer_index: NonNegativeIndex
+    activation_index: NonNegativeIndex
+    datasets: Annotated[list[Name], Field(min_length=1, max_length=MAX_DATASETS)]
 
 
 ########## /derived_scalars ##########
@@ -648,12 +689,12 @@ class DerivedScalarsRequestSpec(ImmutableCamelModel):
     )
     dst: DerivedScalarType
     layer_index: LayerIndex = None
-    activation_index: int
+    activation_index: NonNegativeIndex
     # If set, the response includes activations scaled by that record's max activation.
     normalize_activations_using_neuron_record: NodeIdAndDatasets | None = None
     pass_type: PassType = PassType.FORWARD
     # If set, the response includes this many top and bottom tokens for the component.
-    num_top_tokens: int | None = None
+    num_top_tokens: Annotated[int, Field(ge=0, le=MAX_TOP_TOKENS)] | None = None
 
 
 class DerivedScalarsRequest(InferenceRequest):
@@ -691,7 +732,7 @@ class DerivedAttentionScalarsRequestSpec(ImmutableCamelModel):
     )
     dst: DerivedScalarType
     layer_index: LayerIndex = None
-    activation_index: int
+    activation_index: NonNegativeIndex
     normalize_activations_using_neuron_record: NodeIdAndDatasets | None = None
 
 
@@ -741,12 +782,15 @@ class MultipleTopKDerivedScalarsRequestSpec(ImmutableCamelModel):
         SpecType.MULTIPLE_TOP_K_DERIVED_SCALARS_REQUEST_SPEC
     )
     # Each group lists one DST per node type; all groups cover the same node types.
-    dst_list_by_group_id: dict[GroupId, list[DerivedScalarType]]
-    token_index: int | None = None
-    top_and_bottom_k: int | None = None
+    dst_list_by_group_id: dict[
+        GroupId, Annotated[list[DerivedScalarType], Field(min_length=1, max_length=len(NodeType))]
+    ]
+    token_index: SafeInt | None = None
+    # None: every node, which the server refuses when there are more than MAX_NODE_TABLE_K.
+    top_and_bottom_k: Annotated[int, Field(ge=1, le=MAX_NODE_TABLE_K)] | None = None
     pass_type: PassType = PassType.FORWARD
     dimensions_to_keep_for_intermediate_sum: list[Dimension] = Field(
-        default_factory=lambda: list(_DEFAULT_DIMENSIONS_TO_KEEP)
+        default_factory=lambda: list(_DEFAULT_DIMENSIONS_TO_KEEP), max_length=len(Dimension)
     )
 
     def get_top_k_params_for_group_id(self, group_id: GroupId) -> TopKParams:
@@ -824,9 +868,9 @@ class ScoredTokensRequestSpec(ImmutableCamelModel):
     spec_type: Literal[SpecType.SCORED_TOKENS_REQUEST_SPEC] = SpecType.SCORED_TOKENS_REQUEST_SPEC
     token_scoring_type: TokenScoringType
     # e.g. 10 -> 10 top and 10 bottom tokens.
-    num_tokens: int
+    num_tokens: Annotated[int, Field(ge=1, le=MAX_TOP_TOKENS)]
     # Name of the spec (in the same sub-request) whose nodes, DSTs and configs are reused.
-    depends_on_spec_name: str
+    depends_on_spec_name: Name
 
 
 class ScoredTokensRequest(InferenceRequest):
@@ -867,8 +911,8 @@ class TokenPairAttributionRequestSpec(ImmutableCamelModel):
     spec_type: Literal[SpecType.TOKEN_PAIR_ATTRIBUTION_REQUEST_SPEC] = (
         SpecType.TOKEN_PAIR_ATTRIBUTION_REQUEST_SPEC
     )
-    num_tokens_attended_to: int
-    depends_on_spec_name: str
+    num_tokens_attended_to: Annotated[int, Field(ge=1, le=MAX_TOP_TOKENS)]
+    depends_on_spec_name: Name
 
 
 class TokenPairAttributionRequest(InferenceRequest):
@@ -980,7 +1024,9 @@ class InferenceSubRequest(ImmutableCamelModel):
     """One inference pass plus named processing steps applied to its activations."""
 
     inference_request_spec: InferenceRequestSpec
-    processing_request_spec_by_name: dict[str, ProcessingRequestSpec] = Field(default_factory=dict)
+    processing_request_spec_by_name: dict[Name, ProcessingRequestSpec] = Field(
+        default_factory=dict, max_length=MAX_PROCESSING_STEPS
+    )
 
 
 class InferenceResponseAndResponseDict(ImmutableCamelModel):
@@ -995,7 +1041,9 @@ class InferenceResponseAndResponseDict(ImmutableCamelModel):
 class BatchedRequest(ImmutableCamelModel):
     """Body of /batched: sub-requests run together (top-k results are unioned by spec name)."""
 
-    inference_sub_requests: list[InferenceSubRequest]
+    inference_sub_requests: Annotated[
+        list[InferenceSubRequest], Field(min_length=1, max_length=MAX_SUB_REQUESTS)
+    ]
 
 
 class BatchedResponse(ImmutableCamelModel):
@@ -1026,15 +1074,15 @@ class TdbRequestSpec(ImmutableCamelModel):
 
     spec_type: Literal[SpecType.TDB_REQUEST_SPEC] = SpecType.TDB_REQUEST_SPEC
     prompt: str
-    target_tokens: list[str]
-    distractor_tokens: list[str]
+    target_tokens: Annotated[list[TokenText], Field(max_length=MAX_TOKENS_LISTED)]
+    distractor_tokens: Annotated[list[TokenText], Field(max_length=MAX_TOKENS_LISTED)]
     component_type_for_mlp: ComponentTypeForMlp
     component_type_for_attention: ComponentTypeForAttention
     # Number of top and bottom nodes per node-table column.
-    top_and_bottom_k_for_node_table: int
+    top_and_bottom_k_for_node_table: Annotated[int, Field(ge=1, le=MAX_NODE_TABLE_K)]
     # Drop layers before the first ablated layer from the results.
     hide_early_layers_when_ablating: bool
-    node_ablations: list[NodeAblation] | None = None
+    node_ablations: Annotated[list[NodeAblation], Field(max_length=MAX_ABLATIONS)] | None = None
     # Node whose gradient is computed (instead of the loss).
     upstream_node_to_trace: NodeToTrace | None = None
     # Only with an upstream attention node traced through V: the gradient target downstream.
@@ -1044,7 +1092,7 @@ class TdbRequestSpec(ImmutableCamelModel):
 class BatchedTdbRequest(ImmutableCamelModel):
     """Body of /batched_tdb."""
 
-    sub_requests: list[TdbRequestSpec]
+    sub_requests: Annotated[list[TdbRequestSpec], Field(min_length=1, max_length=MAX_SUB_REQUESTS)]
 
 
 ########## Read routes ##########
@@ -1054,10 +1102,10 @@ class ExistingExplanationsRequest(ImmutableCamelModel):
     """Body of /existing_explanations: exactly one of explanationDatasets / neuronDataset."""
 
     dst: DerivedScalarType
-    layer_index: int
-    activation_index: int
-    explanation_datasets: list[str]
-    neuron_dataset: str | None = None
+    layer_index: NonNegativeIndex
+    activation_index: NonNegativeIndex
+    explanation_datasets: Annotated[list[Name], Field(max_length=MAX_DATASETS)]
+    neuron_dataset: Name | None = None
 
 
 class AttributedScoredExplanation(ImmutableCamelModel):
@@ -1108,8 +1156,8 @@ class ExplanationResult(ImmutableCamelModel):
 class ScoreRequest(NodeIdAndDatasets):
     """Body of /score: a node, its datasets and the explanation to score."""
 
-    explanation: str
-    max_sequences: int | None = None
+    explanation: Annotated[str, Field(max_length=MAX_EXPLANATION_CHARS)]
+    max_sequences: Annotated[int, Field(ge=1, le=MAX_SEQUENCES)] | None = None
 
 
 class ScoreResult(ImmutableCamelModel):
@@ -1182,7 +1230,8 @@ ROUTES: tuple[RouteSpec, ...] = (
         None,
         query_params=(("group_id", GroupId),),
     ),
-    RouteSpec("GET", "/dump_memory_snapshot", "memory", "dump_memory_snapshot", None, str),
+    # (the seed's GET /dump_memory_snapshot wrote a CUDA memory snapshot to the server's disk and
+    # answered its path; the client never calls it, and answers never name local paths)
     # read (read_routes.py)
     RouteSpec(
         "POST",

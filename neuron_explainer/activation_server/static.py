@@ -88,14 +88,23 @@ def mount_viewer(app: FastAPI, dist: Path = DEFAULT_DIST) -> bool:
     async def browser_root(request: Request) -> Response:
         return index_response()
 
+    def not_found(rel: str) -> Response:
+        return JSONResponse({"message": f"not found: /{rel[:200]}"}, status_code=404)
+
     async def viewer(request: Request) -> Response:
         rel = request.path_params["path"]
-        target = (dist / rel).resolve()
-        if rel and target.is_relative_to(dist) and target.is_file():
+        if "\x00" in rel:  # no file has it; the file system calls would raise
+            return not_found(rel.replace("\x00", "\\0"))
+        try:
+            target = (dist / rel).resolve()
+            found = bool(rel) and target.is_relative_to(dist) and target.is_file()
+        except (OSError, ValueError):  # a name too long, a loop of links...
+            return not_found(rel)
+        if found:
             cached = rel.startswith("assets/")
             return FileResponse(target, headers=_IMMUTABLE if cached else _NO_CACHE)
         if "." in rel.rsplit("/", 1)[-1]:
-            return JSONResponse({"message": f"not found: /{rel}"}, status_code=404)
+            return not_found(rel)
         return index_response()
 
     # `/` goes before the API's JSON greeting (browsers only); the fallback goes last.

@@ -111,6 +111,12 @@ class DatasetEntry:
     def is_local(self) -> bool:
         return not file_utils.is_url(self.root)
 
+    @property
+    def public_location(self) -> str:
+        """What answers may say about where the records are: a published dataset's URL, a local
+        one's registered name (its folder stays on this machine)."""
+        return self.short_name if self.is_local else self.root
+
     def record_location(self, layer: int, index: int, fmt: RecordFormat | None = None) -> str:
         _check_node(layer, index)
         name = f"{index}.{fmt or self.format}"
@@ -119,7 +125,7 @@ class DatasetEntry:
             path = root / str(layer) / name
             # Defence in depth: only integers are joined, but check anyway.
             if not _inside(path, root):
-                raise InvalidDatasetName(f"{path} is outside the dataset folder {root}")
+                raise InvalidDatasetName(f"record {layer}:{index} is outside the dataset folder")
             return str(path)
         return file_utils.join(self.root, str(layer), name)
 
@@ -302,7 +308,7 @@ class DatasetRegistry:
         else:
             path = Path(dataset.root) / str(layer) / f"{index}.jsonl"
             if not _inside(path, Path(dataset.root)):
-                raise InvalidDatasetName(f"{path} is outside {dataset.root}")
+                raise InvalidDatasetName(f"explanation {layer}:{index} is outside its folder")
             location = str(path)
         data = _read(location)
         if data is None:
@@ -436,7 +442,8 @@ def _read(location: str) -> bytes | None:
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as e:
-            raise RecordUnavailable(f"could not read {location} ({e})") from e
+            # the message may reach a client: the reason, not the local path
+            raise RecordUnavailable(f"a local file could not be read ({e.strerror or type(e).__name__})") from e
     try:
         return file_utils.read_bytes(location, progress=False)
     except file_utils.FetchError as e:

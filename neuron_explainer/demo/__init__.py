@@ -2,8 +2,11 @@
 
 The trained artifacts ship inside this package and are registered under short names, so the
 server's defaults work on a machine with no network:
-  model `demo` (model/), autoencoder sets `demo-mlp` and `demo-attn` (autoencoders/), and the
-  neuron-record dataset `demo` (datasets/).
+  model `demo` (model/), autoencoder sets `demo-ae-resid-delta-mlp` and `demo-ae-resid-delta-attn`
+  (autoencoders/), and the neuron-record dataset `demo` (datasets/).
+The autoencoder names say what they read, as the published sets' names do (`ae-resid-delta-mlp-v4`
+reads resid.delta_mlp): the original web client finds the dataset of a latent by looking for
+`resid-delta-mlp`, `mlp-post-act` or `resid-delta-attn` in the autoencoder names of its URL.
 """
 
 from pathlib import Path
@@ -14,5 +17,5 @@ MLP_AUTOENCODERS_DIR = HERE / "autoencoders" / "mlp"
 ATTN_AUTOENCODERS_DIR = HERE / "autoencoders" / "attn"
 DATASET_DIR = HERE / "datasets"
 NAME = "demo"
-MLP_AUTOENCODER_NAME = "demo-mlp"
-ATTN_AUTOENCODER_NAME = "demo-attn"
+MLP_AUTOENCODER_NAME = "demo-ae-resid-delta-mlp"
+ATTN_AUTOENCODER_NAME = "demo-ae-resid-delta-attn"

@@ -16,7 +16,9 @@ Behaviour:
   (honouring `Retry-After`); any other 4xx fails at once with `LLMRequestError`;
 - successful responses are cached on disk, keyed by endpoint and request body (never by key),
   so that repeating a request costs nothing;
-- the API key is never logged, never put in an exception message and never returned.
+- the API key is never logged, never put in an exception message and never returned;
+- an error answer is summarised in exceptions (what its status means, its error code), never
+  echoed: the endpoint's own words go to the log only.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import json
 import logging
 import os
 import random
+import re
 import ssl
 import weakref
 from collections.abc import Mapping
@@ -307,21 +310,31 @@ class LLMClient:
         raise AssertionError("unreachable")
 
     def _error_message(self, response: httpx.Response) -> str:
-        message = None
+        """A summary of an error answer: what its status means, and the endpoint's error code
+        when it gives a short one. The endpoint's own words (which may repeat our prompt, or be
+        anything at all) go to the log only, redacted."""
+        message: Any = None
+        code: Any = None
         try:
             data = response.json()
             error = data.get("error") if isinstance(data, dict) else None
             if isinstance(error, dict):
                 message = error.get("message")
+                code = error.get("code") or error.get("type")
             elif isinstance(error, str):
                 message = error
             elif isinstance(data, dict):
                 message = data.get("message") or data.get("detail")
         except ValueError:
             pass
-        if not message:
-            message = response.text[:300] or response.reason_phrase
-        return self._redact(" ".join(str(message).split()))
+        upstream = self._redact(" ".join(str(message or response.text[:300]).split()))
+        log.warning("LLM endpoint answered HTTP %d: %s", response.status_code, upstream[:500])
+        summary = _STATUS_SUMMARIES.get(response.status_code) or (
+            "the endpoint failed" if response.status_code >= 500 else "the endpoint refused the request"
+        )
+        if isinstance(code, str) and _ERROR_CODE_RE.match(code):
+            summary += f" (error code {code})"
+        return summary
 
     def _cache_key(self, path: str, body: dict[str, Any]) -> str:
         blob = json.dumps(
@@ -353,6 +366,20 @@ class LLMClient:
             atomic_write_bytes(path, json.dumps(response, ensure_ascii=False).encode("utf-8"))
         except OSError as exc:
             log.warning("could not write the LLM response cache at %s: %s", path, exc)
+
+
+_STATUS_SUMMARIES = {
+    400: "the endpoint refused the request as invalid (check --explainer-model and that the "
+    "endpoint speaks the OpenAI API)",
+    401: "authentication failed: check the API key",
+    403: "the API key may not use this model or endpoint",
+    404: "not found: check --llm-base-url and --explainer-model",
+    408: "the endpoint timed out",
+    413: "the request was too large for the endpoint",
+    422: "the endpoint could not process the request",
+    429: "rate limited by the endpoint",
+}
+_ERROR_CODE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
 @functools.cache

@@ -515,10 +515,14 @@ AUTOENCODERS: dict[str, AutoencoderSpec] = {
 
 def _demo_sets() -> None:
     """The bundled demo model's autoencoders (see neuron_explainer.demo), when present."""
-    demo = Path(__file__).parent.parent / "demo" / "autoencoders"
-    for name, sub in (("demo-mlp", "mlp"), ("demo-attn", "attn")):
-        if (demo / sub / AUTOENCODER_JSON).exists():
-            AUTOENCODERS[name] = spec_from_folder(demo / sub)
+    from neuron_explainer import demo
+
+    for name, folder in (
+        (demo.MLP_AUTOENCODER_NAME, demo.MLP_AUTOENCODERS_DIR),
+        (demo.ATTN_AUTOENCODER_NAME, demo.ATTN_AUTOENCODERS_DIR),
+    ):
+        if (folder / AUTOENCODER_JSON).exists():
+            AUTOENCODERS[name] = spec_from_folder(folder)
 
 
 def register_autoencoder(name: str, spec: AutoencoderSpec, *, replace: bool = False) -> None:

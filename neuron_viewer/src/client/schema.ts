@@ -451,6 +451,28 @@ export interface components {
          */
         Dimension: "sequence_tokens" | "attended_to_sequence_tokens" | "max_context_length" | "residual_stream_channels" | "vocab_size" | "attn_heads" | "query_and_key_channels" | "value_channels" | "mlp_acts" | "layers" | "singleton" | "autoencoder_latents" | "autoencoder_latents_by_token_pair";
         /**
+         * ErrorDetail
+         * @description One validation problem: where (`loc`, as FastAPI reports it), what and its kind.
+         */
+        ErrorDetail: {
+            /** Loc */
+            loc: (string | number)[];
+            /** Msg */
+            msg: string;
+            /** Type */
+            type: string;
+        };
+        /**
+         * ErrorResponse
+         * @description Every 4xx and 5xx answer. `detail` lists the first validation problems (422 only).
+         */
+        ErrorResponse: {
+            /** Detail */
+            detail?: components["schemas"]["ErrorDetail"][] | null;
+            /** Message */
+            message: string;
+        };
+        /**
          * ExistingExplanationsRequest
          * @description Body of /existing_explanations: exactly one of explanationDatasets / neuronDataset.
          */
@@ -481,11 +503,6 @@ export interface components {
          * @enum {string}
          */
         GroupId: "act_times_grad" | "activation" | "direct_write_to_grad" | "direction_write" | "logits" | "mlp_layer_write" | "singleton" | "token_write" | "token_read" | "write_norm" | "token_pair_attribution";
-        /** HTTPValidationError */
-        HTTPValidationError: {
-            /** Detail */
-            detail?: components["schemas"]["ValidationError"][];
-        };
         /**
          * InferenceAndTokenData
          * @description InferenceData plus the prompt's tokens (as ids and as strings).
@@ -517,7 +534,10 @@ export interface components {
             ablationSpecs?: components["schemas"]["AblationSpec"][] | null;
             activationIndexForWithinLayerGrad?: components["schemas"]["MirroredActivationIndex"] | null;
             lossFnConfig?: components["schemas"]["LossFnConfig"] | null;
-            /** Prompt */
+            /**
+             * Prompt
+             * @description The prompt: at most the model's context window of tokens (--max-prompt-tokens).
+             */
             prompt: string;
             traceConfig?: components["schemas"]["MirroredTraceConfig"] | null;
         };
@@ -838,7 +858,10 @@ export interface components {
             hideEarlyLayersWhenAblating: boolean;
             /** Nodeablations */
             nodeAblations?: components["schemas"]["NodeAblation"][] | null;
-            /** Prompt */
+            /**
+             * Prompt
+             * @description The prompt: at most the model's context window of tokens (--max-prompt-tokens).
+             */
             prompt: string;
             /**
              * Spectype
@@ -1006,19 +1029,6 @@ export interface components {
             /** Tokenindices */
             tokenIndices: number[];
         };
-        /** ValidationError */
-        ValidationError: {
-            /** Context */
-            ctx?: Record<string, never>;
-            /** Input */
-            input?: unknown;
-            /** Location */
-            loc: (string | number)[];
-            /** Message */
-            msg: string;
-            /** Error Type */
-            type: string;
-        };
     };
     responses: never;
     parameters: never;
@@ -1048,6 +1058,15 @@ export interface operations {
                     };
                 };
             };
+            /** @description The request body is larger than the server accepts (--max-request-bytes) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
         };
     };
     "read-attention_head_record": {
@@ -1072,13 +1091,49 @@ export interface operations {
                     "application/json": components["schemas"]["AttentionHeadRecordResponse"];
                 };
             };
-            /** @description Validation Error */
+            /** @description The request is malformed JSON, or asks for something this server cannot do (the message names the field) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No registered dataset or record has what the request names */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is larger than the server accepts (--max-request-bytes) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request does not match the schema (the message names the field) */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server was started without what this route needs (a model, the network for published datasets, an LLM endpoint) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -1105,13 +1160,40 @@ export interface operations {
                     "application/json": components["schemas"]["BatchedResponse"];
                 };
             };
-            /** @description Validation Error */
+            /** @description The request is malformed JSON, or asks for something this server cannot do (the message names the field) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is larger than the server accepts (--max-request-bytes) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request does not match the schema (the message names the field) */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server was started without what this route needs (a model, the network for published datasets, an LLM endpoint) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -1138,13 +1220,40 @@ export interface operations {
                     "application/json": components["schemas"]["BatchedResponse"];
                 };
             };
-            /** @description Validation Error */
+            /** @description The request is malformed JSON, or asks for something this server cannot do (the message names the field) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is larger than the server accepts (--max-request-bytes) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request does not match the schema (the message names the field) */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server was started without what this route needs (a model, the network for published datasets, an LLM endpoint) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -1171,13 +1280,40 @@ export interface operations {
                     "application/json": components["schemas"]["DerivedAttentionScalarsResponse"];
                 };
             };
-            /** @description Validation Error */
+            /** @description The request is malformed JSON, or asks for something this server cannot do (the message names the field) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is larger than the server accepts (--max-request-bytes) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request does not match the schema (the message names the field) */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server was started without what this route needs (a model, the network for published datasets, an LLM endpoint) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -1204,13 +1340,40 @@ export interface operations {
                     "application/json": components["schemas"]["DerivedScalarsResponse"];
                 };
             };
-            /** @description Validation Error */
+            /** @description The request is malformed JSON, or asks for something this server cannot do (the message names the field) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is larger than the server accepts (--max-request-bytes) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request does not match the schema (the message names the field) */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server was started without what this route needs (a model, the network for published datasets, an LLM endpoint) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -1237,13 +1400,49 @@ export interface operations {
                     "application/json": components["schemas"]["AttributedScoredExplanation"][];
                 };
             };
-            /** @description Validation Error */
+            /** @description The request is malformed JSON, or asks for something this server cannot do (the message names the field) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No registered dataset or record has what the request names */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is larger than the server accepts (--max-request-bytes) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request does not match the schema (the message names the field) */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server was started without what this route needs (a model, the network for published datasets, an LLM endpoint) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -1270,13 +1469,49 @@ export interface operations {
                     "application/json": components["schemas"]["ExplanationResult"];
                 };
             };
-            /** @description Validation Error */
+            /** @description The request is malformed JSON, or asks for something this server cannot do (the message names the field) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No registered dataset or record has what the request names */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is larger than the server accepts (--max-request-bytes) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request does not match the schema (the message names the field) */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server was started without what this route needs (a model, the network for published datasets, an LLM endpoint) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -1301,13 +1536,22 @@ export interface operations {
                     "application/json": unknown;
                 };
             };
-            /** @description Validation Error */
+            /** @description The request body is larger than the server accepts (--max-request-bytes) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request does not match the schema (the message names the field) */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -1328,6 +1572,24 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ModelInfoResponse"];
+                };
+            };
+            /** @description The request body is larger than the server accepts (--max-request-bytes) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server was started without what this route needs (a model, the network for published datasets, an LLM endpoint) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -1354,13 +1616,40 @@ export interface operations {
                     "application/json": components["schemas"]["MultipleTopKDerivedScalarsResponse"];
                 };
             };
-            /** @description Validation Error */
+            /** @description The request is malformed JSON, or asks for something this server cannot do (the message names the field) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is larger than the server accepts (--max-request-bytes) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request does not match the schema (the message names the field) */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server was started without what this route needs (a model, the network for published datasets, an LLM endpoint) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -1381,6 +1670,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["NeuronDatasetMetadata"][];
+                };
+            };
+            /** @description The request body is larger than the server accepts (--max-request-bytes) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -1407,13 +1705,49 @@ export interface operations {
                     "application/json": components["schemas"]["NeuronRecordResponse"];
                 };
             };
-            /** @description Validation Error */
+            /** @description The request is malformed JSON, or asks for something this server cannot do (the message names the field) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No registered dataset or record has what the request names */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is larger than the server accepts (--max-request-bytes) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request does not match the schema (the message names the field) */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server was started without what this route needs (a model, the network for published datasets, an LLM endpoint) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
@@ -1440,13 +1774,49 @@ export interface operations {
                     "application/json": components["schemas"]["ScoreResult"];
                 };
             };
-            /** @description Validation Error */
+            /** @description The request is malformed JSON, or asks for something this server cannot do (the message names the field) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description No registered dataset or record has what the request names */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is larger than the server accepts (--max-request-bytes) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request does not match the schema (the message names the field) */
             422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HTTPValidationError"];
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server was started without what this route needs (a model, the network for published datasets, an LLM endpoint) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
                 };
             };
         };
