@@ -19,8 +19,8 @@ Files are zstd-compressed, float columns byte-stream-split (which is what makes 
 compress).
 
 `sequences.safetensors` holds `ids` (S,) int64, the sorted sequence ids, and `tokens` (S, C)
-int32, each sequence's token string indices (-1 past its end), and in its metadata `strings`,
-the JSON list of distinct token strings. A node's ~60 sequences are ~60 small reads at offsets
+int32, each sequence's token string indices (-1 past its end), and in its metadata
+(`neuron_explainer.bulk`: {"version", "strings"}) the list of distinct token strings. A node's ~60 sequences are ~60 small reads at offsets
 computed from the header (no decompression): safetensors keeps tensors uncompressed at fixed
 offsets.
 
@@ -413,7 +413,10 @@ def write_sequences(
         raise ValueError("sequence ids must be sorted and distinct")
     data = save(
         {"ids": ids, "tokens": np.ascontiguousarray(table, dtype=np.int32)},
-        metadata={"neuron_explainer.bulk": FORMAT_VERSION, "strings": json.dumps(strings)},
+        # one metadata key: safetensors writes several in no fixed order (bytes would differ)
+        metadata={
+            "neuron_explainer.bulk": json.dumps({"version": FORMAT_VERSION, "strings": strings})
+        },
     )
     with _atomic(Path(path)) as tmp:
         tmp.write_bytes(data)
@@ -429,9 +432,10 @@ class SequenceReader:
         (n,) = struct.unpack("<Q", self._f.read(8))
         header = json.loads(self._f.read(n))
         meta = header.pop("__metadata__", {}) or {}
-        if meta.get("neuron_explainer.bulk") != FORMAT_VERSION:
+        info = json.loads(meta.get("neuron_explainer.bulk", "{}"))
+        if not isinstance(info, dict) or info.get("version") != FORMAT_VERSION:
             raise ValueError("not a neuron_explainer token table")
-        self.strings: list[str] = json.loads(meta["strings"])
+        self.strings: list[str] = info["strings"]
         base = 8 + n
         ids, tokens = header["ids"], header["tokens"]
         if ids["dtype"] != "I64" or tokens["dtype"] != "I32":

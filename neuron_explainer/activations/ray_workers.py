@@ -22,7 +22,7 @@ from neuron_explainer.activations.running_state import NodeRange, RunningState
 from neuron_explainer.activations.shard_worker import FAULT_ENV, ShardWorker
 
 if TYPE_CHECKING:
-    from neuron_explainer.collate import CollateConfig
+    from neuron_explainer.collate import CollateConfig, FamilySpec
 
 __all__ = ["RayShardPool"]
 
@@ -40,6 +40,7 @@ class RayShardPool:
         workers: int | None,
         address: str | None,
         threads: int,
+        all_specs: Sequence[FamilySpec],
     ) -> None:
         import ray
         from ray.util import ActorPool
@@ -67,7 +68,8 @@ class RayShardPool:
             )
         # models travel on the CPU; each replica moves to its own GPU
         device = "cuda" if want_gpu else "cpu"
-        model_ref = ray.put(model.to("cpu"))
+        # kept referenced: a restarted actor fetches its model replica from it again
+        self._model_ref = model_ref = ray.put(model.to("cpu"))
         if want_gpu:
             model.to("cuda")
         actor_cls: Any = ray.remote(_ShardActor).options(
@@ -77,7 +79,8 @@ class RayShardPool:
             max_task_retries=MAX_RESTARTS,
         )
         self.actors: list[Any] = [
-            actor_cls.remote(model_ref, cfg, threads, device) for _ in range(workers)
+            actor_cls.remote(model_ref, cfg, threads, device, list(all_specs))
+            for _ in range(workers)
         ]
         self.workers = workers
         self._pool = ActorPool(self.actors)
@@ -134,11 +137,18 @@ def _cpu() -> Any:
 class _ShardActor:
     """A Ray actor around a `ShardWorker` (created by `RayShardPool`)."""
 
-    def __init__(self, model: Any, cfg: CollateConfig, threads: int, device: str) -> None:
+    def __init__(
+        self,
+        model: Any,
+        cfg: CollateConfig,
+        threads: int,
+        device: str,
+        all_specs: list[FamilySpec],
+    ) -> None:
         model = model.to(device)
         for p in model.parameters():
             p.requires_grad_(False)
-        self.worker = ShardWorker(model, cfg, threads)
+        self.worker = ShardWorker(model, cfg, threads, all_specs)
 
     def calibrate(self, ranges: list[NodeRange], tokens: np.ndarray) -> dict[str, Any]:
         return self.worker.calibrate(ranges, tokens)

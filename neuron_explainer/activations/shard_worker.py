@@ -20,7 +20,7 @@ from torch import Tensor
 from neuron_explainer.activations.running_state import NodeRange, RunningState
 
 if TYPE_CHECKING:
-    from neuron_explainer.collate import CollateConfig
+    from neuron_explainer.collate import CollateConfig, FamilySpec
 
 __all__ = ["FAULT_ENV", "ShardWorker"]
 
@@ -43,11 +43,18 @@ def _maybe_die() -> None:
 class ShardWorker:
     """One model replica and the recorders for the node ranges it is asked about."""
 
-    def __init__(self, model: Any, cfg: CollateConfig, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        cfg: CollateConfig,
+        threads: int | None = None,
+        all_specs: Sequence[FamilySpec] | None = None,
+    ) -> None:
         if threads:
             torch.set_num_threads(threads)
         self.model = model
         self.cfg = cfg
+        self.all_specs = list(all_specs) if all_specs is not None else None
         self._recorders: dict[tuple[str, ...], Any] = {}
 
     @property
@@ -60,7 +67,12 @@ class ShardWorker:
         specs = list(dict.fromkeys(r.spec for r in ranges))
         key = tuple(s.key for s in specs)
         if key not in self._recorders:
-            self._recorders = {key: Recorder(self.model, specs)}  # one group at a time
+            recorder = Recorder(self.model, specs)
+            if self.all_specs is not None:
+                # Every group runs the same forward pass: hooking a value can change the path
+                # (attention probabilities switch off the fused kernel), and so the floats.
+                recorder.names = Recorder(self.model, self.all_specs).names
+            self._recorders = {key: recorder}  # one group at a time
         return self._recorders[key]
 
     def _batches(self, tokens: np.ndarray) -> Any:

@@ -117,8 +117,14 @@ class _LocalPool:
 
     workers = 1
 
-    def __init__(self, model: Any, cfg: CollateConfig, threads: int | None) -> None:
-        self.worker = ShardWorker(model, cfg, threads)
+    def __init__(
+        self,
+        model: Any,
+        cfg: CollateConfig,
+        threads: int | None,
+        all_specs: Sequence[FamilySpec],
+    ) -> None:
+        self.worker = ShardWorker(model, cfg, threads, all_specs)
         self._queue: list[tuple[Any, ...]] = []
 
     def calibrate(self, ranges: Sequence[NodeRange], tokens: np.ndarray) -> dict[str, Any]:
@@ -252,9 +258,9 @@ def run_build(
     use_ray = bool(workers) or ray_address is not None
     threads = threads or torch.get_num_threads()
     pool: Any = (
-        _ray_pool(model, cfg, workers or None, ray_address, threads)
+        _ray_pool(model, cfg, workers or None, ray_address, threads, specs)
         if use_ray
-        else _LocalPool(model, cfg, threads)
+        else _LocalPool(model, cfg, threads, specs)
     )
     started = time.perf_counter()
     tokens_this_run = 0
@@ -352,11 +358,16 @@ def run_build(
 
 
 def _ray_pool(
-    model: Any, cfg: CollateConfig, workers: int | None, address: str | None, threads: int
+    model: Any,
+    cfg: CollateConfig,
+    workers: int | None,
+    address: str | None,
+    threads: int,
+    specs: Sequence[FamilySpec],
 ) -> Any:
     from neuron_explainer.activations.ray_workers import RayShardPool
 
-    return RayShardPool(model, cfg, workers, address, threads)
+    return RayShardPool(model, cfg, workers, address, threads, specs)
 
 
 def _result(
