@@ -130,6 +130,14 @@ def _nan_to_none(x: float | None) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
+def _as_json_floats(values: np.ndarray) -> list[float]:
+    """The floats a JSON record of these values holds: float32 (and float16) values written in
+    their shortest form and read back, so that a bulk read equals the JSON file's read."""
+    if values.dtype == np.float64:
+        return cast(list[float], values.tolist())
+    return cast(list[float], orjson.loads(orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)))
+
+
 def record_from_row(
     row: NodeRow, layer: int, tokens: Callable[[list[int]], list[list[str]]], numpy: bool = False
 ) -> NeuronRecord:
@@ -137,11 +145,11 @@ def record_from_row(
     `numpy`: activations as numpy rows (so JSON holds their dtype's shortest form)."""
     strings = tokens(row.seq)
     examples: list[ActivationRecord] = []
+    values: Any = row.values if numpy else _as_json_floats(row.values)
     start = 0
     for toks, n in zip(strings, row.lengths, strict=True):
-        vals = row.values[start : start + n]
+        examples.append(ActivationRecord(cast(list[float], values[start : start + n]), toks))
         start += n
-        examples.append(ActivationRecord(cast(list[float], vals if numpy else vals.tolist()), toks))
     groups: list[list[ActivationRecord]] = []
     at = 0
     for size in row.group_sizes:
@@ -526,9 +534,14 @@ def layers_in(folder: Path) -> list[int]:
 
 
 def _float32_exact(values: Sequence[float]) -> bool:
+    """Whether float32 storage gives these values back through JSON (their float32 shortest
+    form parses to the same doubles), as the builder's JSON always does."""
     a = np.asarray(values, dtype=np.float64)
-    with np.errstate(over="ignore", invalid="ignore"):
-        return bool(np.array_equal(a.astype(np.float32).astype(np.float64), a, equal_nan=True))
+    if not np.all(np.isfinite(a)):
+        return False
+    with np.errstate(over="ignore"):
+        back = _as_json_floats(a.astype(np.float32))
+    return back == a.tolist()
 
 
 def _json_layers(folder: Path) -> dict[int, list[Path]]:
