@@ -470,7 +470,7 @@ class SequenceReader:
         row_bytes = np.dtype(self._dtype).itemsize * self._width
         with self._lock:
             self._f.seek(self._tokens_at + i * row_bytes)
-            row = np.frombuffer(self._f.read(row_bytes), dtype=self._dtype)
+            row = np.frombuffer(self._f.read(row_bytes), dtype=self._dtype).astype(np.int32)
         return row[row >= 0]
 
     def tokens(self, seq_ids: Sequence[int]) -> list[list[str]]:
