@@ -104,15 +104,11 @@ def create_app(
             if err.get("type") == "json_invalid":  # loc is ("body", character offset)
                 at = [p for p in err.get("loc", ()) if p != "body"]
                 reason = (err.get("ctx") or {}).get("error", err.get("msg"))
-                problems.append(
-                    f"body: malformed JSON at character {at[0] if at else '?'}: {reason}"
-                )
+                problems.append(f"body: malformed JSON at character {at[0] if at else '?'}: {reason}")
                 continue
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
             problems.append(f"{where or 'body'}: {err.get('msg')}")
-        return _error(
-            422, "; ".join(problems), detail=orjson.loads(orjson.dumps(exc.errors(), default=str))
-        )
+        return _error(422, "; ".join(problems), detail=orjson.loads(orjson.dumps(exc.errors(), default=str)))
 
     @app.exception_handler(RequestError)
     async def bad_request(request: Request, exc: RequestError) -> Response:
@@ -170,11 +166,7 @@ def create_app(
     @app.post("/derived_scalars", tags=["inference"], response_model=S.DerivedScalarsResponse)
     async def derived_scalars(request: S.DerivedScalarsRequest) -> Any:
         spec = request.derived_scalars_request_spec
-        result = await compute(
-            lambda d: _single(
-                d, request.inference_request_spec, spec, "derived_scalars_response_data"
-            )
-        )
+        result = await compute(lambda d: _single(d, request.inference_request_spec, spec, "derived_scalars_response_data"))
         node = spec.normalize_activations_using_neuron_record
         if node is not None:
             data = result["derivedScalarsResponseData"]
@@ -186,41 +178,20 @@ def create_app(
                 log.info("not normalising activations: %s", exc)
         return result
 
-    @app.post(
-        "/derived_attention_scalars",
-        tags=["inference"],
-        response_model=S.DerivedAttentionScalarsResponse,
-    )
+    @app.post("/derived_attention_scalars", tags=["inference"], response_model=S.DerivedAttentionScalarsResponse)
     async def derived_attention_scalars(request: S.DerivedAttentionScalarsRequest) -> Any:
         spec = request.derived_attention_scalars_request_spec
-        return await compute(
-            lambda d: _single(
-                d, request.inference_request_spec, spec, "derived_attention_scalars_response_data"
-            )
-        )
+        return await compute(lambda d: _single(d, request.inference_request_spec, spec, "derived_attention_scalars_response_data"))
 
-    @app.post(
-        "/multiple_top_k_derived_scalars",
-        tags=["inference"],
-        response_model=S.MultipleTopKDerivedScalarsResponse,
-    )
+    @app.post("/multiple_top_k_derived_scalars", tags=["inference"], response_model=S.MultipleTopKDerivedScalarsResponse)
     async def multiple_top_k_derived_scalars(request: S.MultipleTopKDerivedScalarsRequest) -> Any:
         spec = request.multiple_top_k_derived_scalars_request_spec
-        return await compute(
-            lambda d: _single(
-                d,
-                request.inference_request_spec,
-                spec,
-                "multiple_top_k_derived_scalars_response_data",
-            )
-        )
+        return await compute(lambda d: _single(d, request.inference_request_spec, spec, "multiple_top_k_derived_scalars_response_data"))
 
     # ------------------------------------------------------ read and explainer
     app.state.datasets = registry
     app.include_router(make_read_router(registry))
-    app.include_router(
-        make_explainer_router(llm, registry, simulator=simulator, explanation_set=explanation_set)
-    )
+    app.include_router(make_explainer_router(llm, registry, simulator=simulator, explanation_set=explanation_set))
 
     return app
 
@@ -235,21 +206,14 @@ def _single(d: Debugger, inference: S.InferenceRequestSpec, spec: Any, data_fiel
     batched = d.batched(
         S.BatchedRequest(
             inference_sub_requests=[
-                S.InferenceSubRequest(
-                    inference_request_spec=inference,
-                    processing_request_spec_by_name={"singleton": spec},
-                )
+                S.InferenceSubRequest(inference_request_spec=inference, processing_request_spec_by_name={"singleton": spec})
             ]
         )
     )
     sub = batched.inference_sub_responses[0]
     return {
-        "inferenceAndTokenData": sub.inference_response.inference_and_token_data.model_dump(
-            mode="json", by_alias=True
-        ),
-        re.sub(r"_([a-z])", lambda m: m.group(1).upper(), data_field): _dump(
-            sub.processing_response_data_by_name["singleton"]
-        ),
+        "inferenceAndTokenData": sub.inference_response.inference_and_token_data.model_dump(mode="json", by_alias=True),
+        re.sub(r"_([a-z])", lambda m: m.group(1).upper(), data_field): _dump(sub.processing_response_data_by_name["singleton"]),
     }
 
 
@@ -263,16 +227,8 @@ def build_debugger(args: argparse.Namespace) -> Debugger:
     from neuron_explainer.models.loading import load_model
     from neuron_explainer.models.tokenizer import get_tokenizer
 
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
-        args.dtype
-    ]
-    device = args.device or (
-        "cuda"
-        if torch.cuda.is_available()
-        else "mps"
-        if torch.backends.mps.is_available()
-        else "cpu"
-    )
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+    device = args.device or ("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu")
     model = load_model(args.model_path or args.model, device=device, dtype=dtype)
     # The debugger needs gradients of activations, never of weights.
     for p in model.parameters():
@@ -282,73 +238,43 @@ def build_debugger(args: argparse.Namespace) -> Debugger:
         if name:
             spec, aes = load_autoencoder_set(name, model.cfg.n_layers, device=device)
             if spec.kind != kind:
-                raise ValueError(
-                    f"--{kind}-autoencoder {name!r} reads {spec.reads}, not {kind} activations"
-                )
+                raise ValueError(f"--{kind}-autoencoder {name!r} reads {spec.reads}, not {kind} activations")
             attach(model, spec, aes)
             for ae in aes:
                 for p in ae.parameters():
                     p.requires_grad_(False)
             names[kind] = name
     enc = get_tokenizer(model.tokenizer_path)
-    return Debugger(
-        model, enc, args.model_name or args.model, names.get("mlp"), names.get("attention")
-    )
+    return Debugger(model, enc, args.model_name or args.model, names.get("mlp"), names.get("attention"))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Transformer Debugger activation server")
-    p.add_argument(
-        "--model",
-        default="demo",
-        help="registry name (demo: the bundled offline model; gpt2-small, ...) or a model folder / URL",
-    )
-    p.add_argument(
-        "--model-path",
-        help="a local model folder (OpenAI, Hugging Face or our layout); overrides --model",
-    )
+    p.add_argument("--model", default="demo",
+                   help="registry name (demo: the bundled offline model; gpt2-small, ...) or a model folder / URL")
+    p.add_argument("--model-path", help="a local model folder (OpenAI, Hugging Face or our layout); overrides --model")
     p.add_argument("--model-name", help="name reported by /model_info (default: --model)")
-    p.add_argument(
-        "--mlp-autoencoder",
-        help="autoencoder set name (e.g. ae-mlp-post-act-v4) or folder "
-        "(default for the demo model: demo-mlp)",
-    )
-    p.add_argument(
-        "--attention-autoencoder",
-        help="autoencoder set name (e.g. ae-resid-delta-attn-v4) or folder "
-        "(default for the demo model: demo-attn)",
-    )
-    p.add_argument(
-        "--no-autoencoders", action="store_true", help="do not attach the demo model's autoencoders"
-    )
+    p.add_argument("--mlp-autoencoder", help="autoencoder set name (e.g. ae-mlp-post-act-v4) or folder "
+                   "(default for the demo model: demo-mlp)")
+    p.add_argument("--attention-autoencoder", help="autoencoder set name (e.g. ae-resid-delta-attn-v4) or folder "
+                   "(default for the demo model: demo-attn)")
+    p.add_argument("--no-autoencoders", action="store_true", help="do not attach the demo model's autoencoders")
     p.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--no-model", action="store_true", help="serve the schema and read routes only")
-    p.add_argument(
-        "--dataset",
-        action="append",
-        default=[],
-        metavar="NAME=FOLDER",
-        help="a local neuron-record folder (built by neuron_explainer.collate), repeatable; "
-        "name it after the model name the viewer's URLs use",
-    )
-    p.add_argument(
-        "--llm-base-url",
-        help="OpenAI-compatible endpoint for explanations (default: $OPENAI_BASE_URL)",
-    )
+    p.add_argument("--dataset", action="append", default=[], metavar="NAME=FOLDER",
+                   help="a local neuron-record folder (built by neuron_explainer.collate), repeatable; "
+                   "name it after the model name the viewer's URLs use")
+    p.add_argument("--llm-base-url", help="OpenAI-compatible endpoint for explanations (default: $OPENAI_BASE_URL)")
     p.add_argument("--explainer-model", help="model name at that endpoint")
     p.add_argument("--llm-api-key", help="API key (prefer the OPENAI_API_KEY environment variable)")
     p.add_argument("--llm-max-concurrent", type=int, default=8)
     p.add_argument("--simulator", default="auto", choices=SIMULATOR_CHOICES)
-    p.add_argument(
-        "--explanation-set", help="name under which new explanations and scores are stored"
-    )
+    p.add_argument("--explanation-set", help="name under which new explanations and scores are stored")
     p.add_argument("--no-llm-cache", action="store_true", help="do not cache LLM answers on disk")
-    p.add_argument(
-        "--viewer-dist", type=Path, help="built neuron viewer (default: neuron_viewer/dist)"
-    )
+    p.add_argument("--viewer-dist", type=Path, help="built neuron viewer (default: neuron_viewer/dist)")
     return p.parse_args(argv)
 
 
@@ -362,9 +288,7 @@ def main(argv: list[str] | None = None) -> None:
             args.mlp_autoencoder = demo.MLP_AUTOENCODER_NAME
         if args.attention_autoencoder is None and demo.ATTN_AUTOENCODER_NAME in AUTOENCODERS:
             args.attention_autoencoder = demo.ATTN_AUTOENCODER_NAME
-        if demo.DATASET_DIR.is_dir() and not any(
-            d.startswith(demo.NAME + "=") for d in args.dataset
-        ):
+        if demo.DATASET_DIR.is_dir() and not any(d.startswith(demo.NAME + "=") for d in args.dataset):
             args.dataset.append(f"{demo.NAME}={demo.DATASET_DIR}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     debugger = None
@@ -384,16 +308,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: --dataset: {exc}", file=sys.stderr)
         sys.exit(2)
     cfg = LLMConfig.resolve(
-        base_url=args.llm_base_url,
-        model=args.explainer_model,
-        api_key=args.llm_api_key,
-        cache=not args.no_llm_cache,
-        max_concurrent=args.llm_max_concurrent,
+        base_url=args.llm_base_url, model=args.explainer_model, api_key=args.llm_api_key,
+        cache=not args.no_llm_cache, max_concurrent=args.llm_max_concurrent,
     )
     llm = LLMClient(cfg) if cfg else None
-    log.info(
-        "explanations: %s", llm.describe() if llm else "no LLM endpoint (stored explanations only)"
-    )
+    log.info("explanations: %s", llm.describe() if llm else "no LLM endpoint (stored explanations only)")
     app = create_app(debugger, registry, llm, args.simulator, args.explanation_set)
     mount_viewer(app, args.viewer_dist or DEFAULT_DIST)
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")

@@ -152,9 +152,7 @@ class Debugger:
         if layerless:
             return Site(location, None)
         if layer is None or not 0 <= layer < self.n_layers:
-            raise RequestError(
-                f"{field}.layerIndex: {layer} is not a layer of this {self.n_layers}-layer model"
-            )
+            raise RequestError(f"{field}.layerIndex: {layer} is not a layer of this {self.n_layers}-layer model")
         return Site(location, layer)
 
     def _shape(self, site: Site, n_tokens: int) -> tuple[int, ...]:
@@ -176,14 +174,10 @@ class Debugger:
             return (n_tokens, self.weights.autoencoder(loc, site.layer)[0].n_latents)
         return (n_tokens, cfg.d_model)
 
-    def _check_index(
-        self, site: Site, index: Sequence[Any], n_tokens: int, field: str
-    ) -> tuple[int | None, ...]:
+    def _check_index(self, site: Site, index: Sequence[Any], n_tokens: int, field: str) -> tuple[int | None, ...]:
         shape = self._shape(site, n_tokens)
         if len(index) != len(shape):
-            raise RequestError(
-                f"{field}.tensorIndices: expected {len(shape)} indices for {site.location}, got {len(index)}"
-            )
+            raise RequestError(f"{field}.tensorIndices: expected {len(shape)} indices for {site.location}, got {len(index)}")
         out: list[int | None] = []
         for axis, (i, size) in enumerate(zip(index, shape, strict=True)):
             if i is None or i == "All":
@@ -191,14 +185,10 @@ class Debugger:
             elif isinstance(i, int) and -size <= i < size:
                 out.append(i)
             else:
-                raise RequestError(
-                    f"{field}.tensorIndices[{axis}]: {i} is out of range for size {size}"
-                )
+                raise RequestError(f"{field}.tensorIndices[{axis}]: {i} is out of range for size {size}")
         return tuple(out)
 
-    def _node_site_and_index(
-        self, node: S.MirroredNodeIndex, n_tokens: int, field: str, locations: dict[str, str]
-    ) -> tuple[Site, tuple[int | None, ...]]:
+    def _node_site_and_index(self, node: S.MirroredNodeIndex, n_tokens: int, field: str, locations: dict[str, str]) -> tuple[Site, tuple[int | None, ...]]:
         node_type = node.node_type.value
         if node_type not in locations:
             raise RequestError(f"{field}.nodeType: {node_type} nodes cannot be ablated or traced")
@@ -216,30 +206,22 @@ class Debugger:
 
     def _trace(self, cfg: S.MirroredTraceConfig, n_tokens: int, field: str) -> Trace:
         node = cfg.node_index
-        site, index = self._node_site_and_index(
-            node, n_tokens, field + ".nodeIndex", _TRACE_LOCATION
-        )
+        site, index = self._node_site_and_index(node, n_tokens, field + ".nodeIndex", _TRACE_LOCATION)
         through = cfg.attention_trace_type.value if cfg.attention_trace_type else None
         if node.node_type.value == "attention_head":
             if any(i is None for i in index):
-                raise RequestError(
-                    f"{field}.nodeIndex.tensorIndices: an attention node needs query, key and head"
-                )
+                raise RequestError(f"{field}.nodeIndex.tensorIndices: an attention node needs query, key and head")
             through = through or "QK"
             q, k = (i % n_tokens for i in index[:2])  # type: ignore[operator]
             if k > q:
-                raise RequestError(
-                    f"{field}.nodeIndex.tensorIndices: key token {k} comes after query token {q}; a token only attends to earlier ones"
-                )
+                raise RequestError(f"{field}.nodeIndex.tensorIndices: key token {k} comes after query token {q}; a token only attends to earlier ones")
         elif through is not None:
             raise RequestError(f"{field}.attentionTraceType applies to attention heads only")
         downstream = None
         if cfg.downstream_trace_config is not None:
             if through != "V":
                 raise RequestError(f"{field}.downstreamTraceConfig needs attentionTraceType V")
-            downstream = self._trace(
-                cfg.downstream_trace_config, n_tokens, field + ".downstreamTraceConfig"
-            )
+            downstream = self._trace(cfg.downstream_trace_config, n_tokens, field + ".downstreamTraceConfig")
             if downstream.through == "V":
                 raise RequestError(f"{field}.downstreamTraceConfig cannot itself trace through V")
         return Trace(site, index, through, downstream)  # type: ignore[arg-type]
@@ -253,17 +235,10 @@ class Debugger:
             raise RequestError(f"{field}.targetTokens: at least one target token is needed")
         distractors = cfg.distractor_tokens or []
         if distractors and name != "logit_diff":
-            raise RequestError(
-                f"{field}.distractorTokens: only the logit_diff loss uses distractors"
-            )
+            raise RequestError(f"{field}.distractorTokens: only the logit_diff loss uses distractors")
         return LogitDiffLoss(
-            tuple(
-                self.single_token(t, f"{field}.targetTokens[{i}]") for i, t in enumerate(targets)
-            ),
-            tuple(
-                self.single_token(t, f"{field}.distractorTokens[{i}]")
-                for i, t in enumerate(distractors)
-            ),
+            tuple(self.single_token(t, f"{field}.targetTokens[{i}]") for i, t in enumerate(targets)),
+            tuple(self.single_token(t, f"{field}.distractorTokens[{i}]") for i, t in enumerate(distractors)),
             name,  # type: ignore[arg-type]
         )
 
@@ -273,21 +248,11 @@ class Debugger:
             self._ablation(a, len(tokens), f"{field}.ablationSpecs[{i}]")
             for i, a in enumerate(spec.ablation_specs or [])
         ]
-        loss = (
-            self._loss(spec.loss_fn_config, field + ".lossFnConfig")
-            if spec.loss_fn_config
-            else None
-        )
-        trace = (
-            self._trace(spec.trace_config, len(tokens), field + ".traceConfig")
-            if spec.trace_config
-            else None
-        )
+        loss = self._loss(spec.loss_fn_config, field + ".lossFnConfig") if spec.loss_fn_config else None
+        trace = self._trace(spec.trace_config, len(tokens), field + ".traceConfig") if spec.trace_config else None
         if trace is not None and spec.trace_config and spec.trace_config.detach_layer_norm_scale:
             ablations.append(Ablation(Site("resid.ln_f.scale"), (None, None), 0.0, "backward"))
-        return _Parsed(
-            PromptRequest(tokens, ablations, loss, trace), [self.token_strings[t] for t in tokens]
-        )
+        return _Parsed(PromptRequest(tokens, ablations, loss, trace), [self.token_strings[t] for t in tokens])
 
     # ------------------------------------------------------------ processing
 
@@ -295,10 +260,7 @@ class Debugger:
         subs = request.inference_sub_requests
         if not subs:
             raise RequestError("inferenceSubRequests: at least one sub-request is needed")
-        parsed = [
-            self._parse(s.inference_request_spec, f"inferenceSubRequests[{i}].inferenceRequestSpec")
-            for i, s in enumerate(subs)
-        ]
+        parsed = [self._parse(s.inference_request_spec, f"inferenceSubRequests[{i}].inferenceRequestSpec") for i, s in enumerate(subs)]
         self._check_specs(subs, parsed)
 
         names: list[str] = []
@@ -309,12 +271,7 @@ class Debugger:
                 extra |= self._extra_sites(spec)
         acts, grads = sc.sites_needed(sorted(set(names)), self.n_layers)
         start = time.perf_counter()
-        recordings = run(
-            self.model,
-            [p.request for p in parsed],
-            sorted(acts | extra, key=repr),
-            sorted(grads, key=repr),
-        )
+        recordings = run(self.model, [p.request for p in parsed], sorted(acts | extra, key=repr), sorted(grads, key=repr))
         elapsed = time.perf_counter() - start
 
         # Node sets of top-k steps are unioned by step name across the batch.
@@ -349,9 +306,7 @@ class Debugger:
             )
         return S.BatchedResponse(inference_sub_responses=responses)
 
-    def _check_specs(
-        self, subs: Sequence[S.InferenceSubRequest], parsed: Sequence[_Parsed]
-    ) -> None:
+    def _check_specs(self, subs: Sequence[S.InferenceSubRequest], parsed: Sequence[_Parsed]) -> None:
         lengths = []
         for i, sub in enumerate(subs):
             specs = sub.processing_request_spec_by_name
@@ -359,49 +314,26 @@ class Debugger:
                 field = f"inferenceSubRequests[{i}].processingRequestSpecByName.{name}"
                 for dst in self._spec_dsts(spec):
                     if dst not in sc.SCALARS:
-                        raise RequestError(
-                            f"{field}.dst: {dst} is not computed by this server; supported: {sorted(sc.SCALARS)}"
-                        )
+                        raise RequestError(f"{field}.dst: {dst} is not computed by this server; supported: {sorted(sc.SCALARS)}")
                     if sc.SCALARS[dst].node_type.endswith("autoencoder_latent"):
-                        kind = (
-                            sc.MLP_LATENTS
-                            if "mlp" in sc.SCALARS[dst].node_type
-                            else sc.ATTN_LATENTS
-                        )
+                        kind = sc.MLP_LATENTS if "mlp" in sc.SCALARS[dst].node_type else sc.ATTN_LATENTS
                         self._site(kind, 0, field)
                 if isinstance(spec, (S.ScoredTokensRequestSpec, S.TokenPairAttributionRequestSpec)):
                     dep = specs.get(spec.depends_on_spec_name)
                     if not isinstance(dep, S.MultipleTopKDerivedScalarsRequestSpec):
-                        raise RequestError(
-                            f"{field}.dependsOnSpecName: {spec.depends_on_spec_name!r} is not a top-k step of this sub-request"
-                        )
-                if isinstance(
-                    spec, (S.DerivedScalarsRequestSpec, S.DerivedAttentionScalarsRequestSpec)
-                ):
+                        raise RequestError(f"{field}.dependsOnSpecName: {spec.depends_on_spec_name!r} is not a top-k step of this sub-request")
+                if isinstance(spec, (S.DerivedScalarsRequestSpec, S.DerivedAttentionScalarsRequestSpec)):
                     st = sc.SCALARS[spec.dst.value]
-                    if st.layered and (
-                        spec.layer_index is None or not 0 <= spec.layer_index < self.n_layers
-                    ):
-                        raise RequestError(
-                            f"{field}.layerIndex: {spec.layer_index} is not a layer of this {self.n_layers}-layer model"
-                        )
-                    if (
-                        isinstance(spec, S.DerivedAttentionScalarsRequestSpec)
-                        and st.node_type != "attention_head"
-                    ):
-                        raise RequestError(
-                            f"{field}.dst: {spec.dst.value} is not an attention scalar"
-                        )
+                    if st.layered and (spec.layer_index is None or not 0 <= spec.layer_index < self.n_layers):
+                        raise RequestError(f"{field}.layerIndex: {spec.layer_index} is not a layer of this {self.n_layers}-layer model")
+                    if isinstance(spec, S.DerivedAttentionScalarsRequestSpec) and st.node_type != "attention_head":
+                        raise RequestError(f"{field}.dst: {spec.dst.value} is not an attention scalar")
             if any(isinstance(s, S.MultipleTopKDerivedScalarsRequestSpec) for s in specs.values()):
                 lengths.append(len(parsed[i].request.tokens))
         if any(n > _PROMPT_LENGTH_LIMIT for n in lengths):
-            raise RequestError(
-                f"prompt: top-k requests take at most {_PROMPT_LENGTH_LIMIT} tokens, got {lengths}"
-            )
+            raise RequestError(f"prompt: top-k requests take at most {_PROMPT_LENGTH_LIMIT} tokens, got {lengths}")
         if len(set(lengths)) > 1:
-            raise RequestError(
-                f"prompt: all prompts of a batched top-k request must have the same number of tokens, got {lengths}"
-            )
+            raise RequestError(f"prompt: all prompts of a batched top-k request must have the same number of tokens, got {lengths}")
 
     @staticmethod
     def _spec_dsts(spec: Any) -> list[str]:
@@ -421,23 +353,12 @@ class Debugger:
         """Activations needed beyond the scalars' own: for scored tokens and attributions."""
         layers = range(self.n_layers)
         if isinstance(spec, S.ScoredTokensRequestSpec):
-            sites = (
-                {Site("attn.v", layer) for layer in layers}
-                | {Site("attn.qk_probs", layer) for layer in layers}
-                | {Site("resid.post_emb")}
-            )
-            if spec.token_scoring_type in (
-                S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_ATTN_Q,
-                S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_ATTN_K,
-            ):
-                sites |= {Site("attn.q", layer) for layer in layers} | {
-                    Site("attn.k", layer) for layer in layers
-                }
+            sites = {Site("attn.v", layer) for layer in layers} | {Site("attn.qk_probs", layer) for layer in layers} | {Site("resid.post_emb")}
+            if spec.token_scoring_type in (S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_ATTN_Q, S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_ATTN_K):
+                sites |= {Site("attn.q", layer) for layer in layers} | {Site("attn.k", layer) for layer in layers}
             return sites
         if isinstance(spec, S.TokenPairAttributionRequestSpec) and self.has_attention_autoencoder:
-            return {Site("attn.v", layer) for layer in layers} | {
-                Site("attn.qk_probs", layer) for layer in layers
-            }
+            return {Site("attn.v", layer) for layer in layers} | {Site("attn.qk_probs", layer) for layer in layers}
         return set()
 
     # ----------------------------------------------------------------- top-k
@@ -451,10 +372,7 @@ class Debugger:
         return x if token_index is None else x[token_index : token_index + 1 or None]
 
     def _top_k_nodes(
-        self,
-        spec: S.MultipleTopKDerivedScalarsRequestSpec,
-        rec: Recording,
-        rankings: dict[Any, list[tuple[int, int]]] | None = None,
+        self, spec: S.MultipleTopKDerivedScalarsRequestSpec, rec: Recording, rankings: dict[Any, list[tuple[int, int]]] | None = None
     ) -> list[S.MirroredNodeIndex]:
         """The union over groups of each group's top (and, unless the group is non-negative,
         bottom) k nodes across all its scalars and layers. `rankings` memoizes each ranking for
@@ -492,9 +410,7 @@ class Debugger:
         return nodes
 
     @staticmethod
-    def _rank(
-        segments: list[tuple[str, int | None, Tensor]], k: int, largest: bool
-    ) -> list[tuple[int, int]]:
+    def _rank(segments: list[tuple[str, int | None, Tensor]], k: int, largest: bool) -> list[tuple[int, int]]:
         """The k largest (smallest) entries over all segments, best first, as (segment, flat
         index): each segment's own top k first, then the top k of those few candidates (the
         same answer as one top-k over everything, without concatenating millions)."""
@@ -504,14 +420,9 @@ class Debugger:
             values.append(top.values)
             where += [(seg, i) for i in top.indices.tolist()]
         candidates = torch.cat(values)
-        return [
-            where[p]
-            for p in candidates.topk(min(k, candidates.numel()), largest=largest).indices.tolist()
-        ]
+        return [where[p] for p in candidates.topk(min(k, candidates.numel()), largest=largest).indices.tolist()]
 
-    def _value_at(
-        self, dsts: Sequence[S.DerivedScalarType], node: S.MirroredNodeIndex, rec: Recording
-    ) -> float:
+    def _value_at(self, dsts: Sequence[S.DerivedScalarType], node: S.MirroredNodeIndex, rec: Recording) -> float:
         for dst in dsts:
             st = sc.SCALARS[dst.value]
             if st.node_type == node.node_type.value:
@@ -519,12 +430,7 @@ class Debugger:
                 return float(x[tuple(node.tensor_indices)])
         raise RequestError(f"no scalar in the group scores {node.node_type.value} nodes")
 
-    def _multiple_top_k(
-        self,
-        spec: S.MultipleTopKDerivedScalarsRequestSpec,
-        rec: Recording,
-        nodes: list[S.MirroredNodeIndex],
-    ) -> S.MultipleTopKDerivedScalarsResponseData:
+    def _multiple_top_k(self, spec: S.MultipleTopKDerivedScalarsRequestSpec, rec: Recording, nodes: list[S.MirroredNodeIndex]) -> S.MultipleTopKDerivedScalarsResponseData:
         activations = {
             group: [_finite(self._value_at(dsts, n, rec)) for n in nodes]
             for group, dsts in spec.dst_list_by_group_id.items()
@@ -536,33 +442,18 @@ class Debugger:
             for dst in dsts:
                 # axes: token axes first (one, or query and key for attention), then the node axis
                 n_token_axes = 2 if sc.SCALARS[dst.value].node_type == "attention_head" else 1
-                kept_axes = [
-                    a
-                    for a, name in enumerate(
-                        ("sequence_tokens", "attended_to_sequence_tokens")[:n_token_axes]
-                    )
-                    if name in keep
-                ]
+                kept_axes = [a for a, name in enumerate(("sequence_tokens", "attended_to_sequence_tokens")[:n_token_axes]) if name in keep]
                 per_layer = []
                 for _, x in self._layer_tensors(dst.value, rec):
                     drop = [a for a in range(x.ndim) if a not in kept_axes]
                     per_layer.append(x.sum(dim=drop) if drop else x)
                 # "layers" kept: one leading entry per layer (a single one for layerless scalars
                 # such as the embeddings), else summed over layers
-                total = (
-                    torch.stack(per_layer)
-                    if S.Dimension.LAYERS.value in keep
-                    else sum(per_layer[1:], per_layer[0])
-                )
+                total = torch.stack(per_layer) if S.Dimension.LAYERS.value in keep else sum(per_layer[1:], per_layer[0])
                 sums[group][dst] = _tensor_nd(total)
         strings = None
         if any(n.node_type == S.NodeType.VOCAB_TOKEN for n in nodes):
-            strings = [
-                self.token_strings[n.tensor_indices[-1]]
-                if n.node_type == S.NodeType.VOCAB_TOKEN and n.tensor_indices[-1] is not None
-                else None
-                for n in nodes
-            ]
+            strings = [self.token_strings[n.tensor_indices[-1]] if n.node_type == S.NodeType.VOCAB_TOKEN and n.tensor_indices[-1] is not None else None for n in nodes]
         return S.MultipleTopKDerivedScalarsResponseData(
             activations_by_group_id=activations,
             node_indices=nodes,
@@ -581,23 +472,14 @@ class Debugger:
 
         def pack(values: list[float], ids: list[int], scale: float) -> list[S.TokenAndScalar]:
             return [
-                S.TokenAndScalar(
-                    token=self.token_strings[t],
-                    scalar=_finite(v),
-                    normalized_scalar=_finite(v / scale),
-                )
+                S.TokenAndScalar(token=self.token_strings[t], scalar=_finite(v), normalized_scalar=_finite(v / scale))
                 for t, v in zip(ids, values, strict=True)
             ]
 
         return [
             S.TopTokens(top=pack(tv, ti, s), bottom=pack(bv, bi, s))
             for tv, ti, bv, bi, s in zip(
-                top_v.tolist(),
-                top_i.tolist(),
-                bot_v.tolist(),
-                bot_i.tolist(),
-                scale[:, 0].tolist(),
-                strict=True,
+                top_v.tolist(), top_i.tolist(), bot_v.tolist(), bot_i.tolist(), scale[:, 0].tolist(), strict=True
             )
         ]
 
@@ -629,9 +511,7 @@ class Debugger:
             return rec.activations[Site("resid.post_emb")][t[0]].float()
         return None
 
-    def _node_read(
-        self, node: S.MirroredNodeIndex, rec: Recording, scoring: S.TokenScoringType
-    ) -> Tensor | None:
+    def _node_read(self, node: S.MirroredNodeIndex, rec: Recording, scoring: S.TokenScoringType) -> Tensor | None:
         t = node.tensor_indices
         layer = node.layer_index
         kind = node.node_type.value
@@ -663,54 +543,34 @@ class Debugger:
             direction = q @ blk.attn.k_proj.weight[rows].float() / math.sqrt(dh)
         return self._read_direction(direction, blk.ln_1)
 
-    def _scored_tokens(
-        self, spec: S.ScoredTokensRequestSpec, rec: Recording, nodes: list[S.MirroredNodeIndex]
-    ) -> S.ScoredTokensResponseData:
+    def _scored_tokens(self, spec: S.ScoredTokensRequestSpec, rec: Recording, nodes: list[S.MirroredNodeIndex]) -> S.ScoredTokensResponseData:
         writes = spec.token_scoring_type == S.TokenScoringType.UPVOTED_OUTPUT_TOKENS
         keys = [self._static_scores_key(n, spec) for n in nodes]
-        results: list[S.TopTokens | None] = [
-            None if k is None else self._scored_cache.get(k) for k in keys
-        ]
+        results: list[S.TopTokens | None] = [None if k is None else self._scored_cache.get(k) for k in keys]
         missing = [i for i, r in enumerate(results) if r is None]
         with torch.no_grad():
             vectors = {
-                i: self._node_write(nodes[i], rec)
-                if writes
-                else self._node_read(nodes[i], rec, spec.token_scoring_type)
+                i: self._node_write(nodes[i], rec) if writes else self._node_read(nodes[i], rec, spec.token_scoring_type)
                 for i in missing
             }
             present = [(i, v) for i, v in vectors.items() if v is not None]
             if present:  # one matmul with the vocabulary for all nodes
                 stacked = torch.stack([v for _, v in present])
                 scores = self._unembed(stacked) if writes else self.weights.read_embeddings(stacked)
-                for (i, _), top in zip(
-                    present, self._top_tokens(scores, spec.num_tokens), strict=True
-                ):
+                for (i, _), top in zip(present, self._top_tokens(scores, spec.num_tokens), strict=True):
                     results[i] = top
                     key = keys[i]
                     if key is not None:
                         self._remember_scores(key, top)
         return S.ScoredTokensResponseData(node_indices=nodes, top_tokens_list=results)
 
-    def _static_scores_key(
-        self, node: S.MirroredNodeIndex, spec: S.ScoredTokensRequestSpec
-    ) -> tuple[Any, ...] | None:
+    def _static_scores_key(self, node: S.MirroredNodeIndex, spec: S.ScoredTokensRequestSpec) -> tuple[Any, ...] | None:
         """A cache key for the node's scored tokens when they depend on the weights alone (a
         neuron's or a latent's write or read direction), None when they depend on the prompt
         (a head's write depends on its value vector, its Q/K reads on the other side)."""
-        if node.node_type.value not in (
-            "mlp_neuron",
-            "mlp_autoencoder_latent",
-            "attention_autoencoder_latent",
-        ):
+        if node.node_type.value not in ("mlp_neuron", "mlp_autoencoder_latent", "attention_autoencoder_latent"):
             return None
-        return (
-            spec.token_scoring_type,
-            spec.num_tokens,
-            node.node_type,
-            node.layer_index,
-            node.tensor_indices[-1],
-        )
+        return (spec.token_scoring_type, spec.num_tokens, node.node_type, node.layer_index, node.tensor_indices[-1])
 
     def _remember_scores(self, key: tuple[Any, ...], top: S.TopTokens) -> None:
         if self.scored_cache_size <= 0:
@@ -719,12 +579,7 @@ class Debugger:
             self._scored_cache.pop(next(iter(self._scored_cache)))  # the oldest entry
         self._scored_cache[key] = top
 
-    def _token_pair_attribution(
-        self,
-        spec: S.TokenPairAttributionRequestSpec,
-        rec: Recording,
-        nodes: list[S.MirroredNodeIndex],
-    ) -> S.TokenPairAttributionResponseData:
+    def _token_pair_attribution(self, spec: S.TokenPairAttributionRequestSpec, rec: Recording, nodes: list[S.MirroredNodeIndex]) -> S.TokenPairAttributionResponseData:
         """For attention-autoencoder latents: which attended-to tokens their input came from.
         The latent's pre-activation is linear in the attention output, which is a sum over
         (key token, head) of the heads' writes, so each key token gets its share."""
@@ -743,39 +598,21 @@ class Debugger:
             per_key = torch.einsum("kh,khd,d->k", probs, writes, ae.encoder.weight[latent].float())
             k = min(spec.num_tokens_attended_to, q + 1)
             top = per_key.topk(k)
-            out.append(
-                S.TopTokensAttendedTo(
-                    token_indices=top.indices.tolist(),
-                    attributions=[_finite(v) for v in top.values.tolist()],
-                )
-            )
-        return S.TokenPairAttributionResponseData(
-            node_indices=nodes, top_tokens_attended_to_list=out
-        )
+            out.append(S.TopTokensAttendedTo(token_indices=top.indices.tolist(), attributions=[_finite(v) for v in top.values.tolist()]))
+        return S.TokenPairAttributionResponseData(node_indices=nodes, top_tokens_attended_to_list=out)
 
     # ---------------------------------------------------- single-node scalars
 
-    def _derived_scalars(
-        self, spec: S.DerivedScalarsRequestSpec, rec: Recording
-    ) -> S.DerivedScalarsResponseData:
+    def _derived_scalars(self, spec: S.DerivedScalarsRequestSpec, rec: Recording) -> S.DerivedScalarsResponseData:
         st = sc.SCALARS[spec.dst.value]
         x = sc.compute(spec.dst.value, rec, self.weights, spec.layer_index if st.layered else None)
         if spec.activation_index >= x.shape[-1] or spec.activation_index < 0:
-            raise RequestError(
-                f"activationIndex: {spec.activation_index} is out of range for {x.shape[-1]} nodes"
-            )
+            raise RequestError(f"activationIndex: {spec.activation_index} is out of range for {x.shape[-1]} nodes")
         if x.ndim != 2:
-            raise RequestError(
-                f"dst: {spec.dst.value} is per token pair; use /derived_attention_scalars"
-            )
+            raise RequestError(f"dst: {spec.dst.value} is per token pair; use /derived_attention_scalars")
         values = x[:, spec.activation_index]
         nodes = [
-            S.MirroredNodeIndex(
-                node_type=S.NodeType(st.node_type),
-                tensor_indices=(t, spec.activation_index),
-                layer_index=spec.layer_index,
-                pass_type=spec.pass_type,
-            )
+            S.MirroredNodeIndex(node_type=S.NodeType(st.node_type), tensor_indices=(t, spec.activation_index), layer_index=spec.layer_index, pass_type=spec.pass_type)
             for t in range(x.shape[0])
         ]
         top_tokens = None
@@ -783,16 +620,8 @@ class Debugger:
             with torch.no_grad():
                 if st.node_type == "vocab_token":
                     # token reads: the scores are already per vocabulary token
-                    scores = x[
-                        spec.activation_index
-                        if spec.dst.value == "vocab_token_write_to_input_direction"
-                        else -1
-                    ]
-                    top_tokens = (
-                        None
-                        if bool((scores == 0).all())
-                        else self._top_tokens(scores[None], spec.num_top_tokens)[0]
-                    )
+                    scores = x[spec.activation_index if spec.dst.value == "vocab_token_write_to_input_direction" else -1]
+                    top_tokens = None if bool((scores == 0).all()) else self._top_tokens(scores[None], spec.num_top_tokens)[0]
                 else:
                     write = self._node_write(nodes[0], rec)
                     if write is not None and float(values[0]) != 0:
@@ -805,14 +634,10 @@ class Debugger:
             top_tokens=top_tokens,
         )
 
-    def _derived_attention_scalars(
-        self, spec: S.DerivedAttentionScalarsRequestSpec, rec: Recording
-    ) -> S.DerivedAttentionScalarsResponseData:
+    def _derived_attention_scalars(self, spec: S.DerivedAttentionScalarsRequestSpec, rec: Recording) -> S.DerivedAttentionScalarsResponseData:
         x = sc.compute(spec.dst.value, rec, self.weights, spec.layer_index)
         if not 0 <= spec.activation_index < x.shape[-1]:
-            raise RequestError(
-                f"activationIndex: {spec.activation_index} is out of range for {x.shape[-1]} heads"
-            )
+            raise RequestError(f"activationIndex: {spec.activation_index} is out of range for {x.shape[-1]} heads")
         head = x[..., spec.activation_index]  # (Q, K)
         return S.DerivedAttentionScalarsResponseData(
             token_and_attention_scalars_list=attention_summaries(
@@ -820,14 +645,7 @@ class Debugger:
             )
         )
 
-    def _process(
-        self,
-        spec: Any,
-        rec: Recording,
-        nodes_by_name: dict[str, list[S.MirroredNodeIndex]],
-        sub: S.InferenceSubRequest,
-        field: str,
-    ) -> Any:
+    def _process(self, spec: Any, rec: Recording, nodes_by_name: dict[str, list[S.MirroredNodeIndex]], sub: S.InferenceSubRequest, field: str) -> Any:
         if isinstance(spec, S.MultipleTopKDerivedScalarsRequestSpec):
             return self._multiple_top_k(spec, rec, nodes_by_name[_name_of(sub, spec)])
         if isinstance(spec, S.ScoredTokensRequestSpec):
@@ -845,10 +663,7 @@ class Debugger:
     def batched_tdb(self, request: S.BatchedTdbRequest) -> S.BatchedResponse:
         if not request.sub_requests:
             raise RequestError("subRequests: at least one sub-request is needed")
-        subs = [
-            self.tdb_to_sub_request(s, f"subRequests[{i}]")
-            for i, s in enumerate(request.sub_requests)
-        ]
+        subs = [self.tdb_to_sub_request(s, f"subRequests[{i}]") for i, s in enumerate(request.sub_requests)]
         try:
             return self.batched(S.BatchedRequest(inference_sub_requests=subs))
         except RequestError as e:
@@ -859,27 +674,14 @@ class Debugger:
         step names are what the client reads)."""
         if spec.top_and_bottom_k_for_node_table < 1:
             raise RequestError(f"{field}.topAndBottomKForNodeTable must be at least 1")
-        if (
-            spec.component_type_for_mlp == S.ComponentTypeForMlp.AUTOENCODER_LATENT
-            and not self.has_mlp_autoencoder
-        ):
+        if spec.component_type_for_mlp == S.ComponentTypeForMlp.AUTOENCODER_LATENT and not self.has_mlp_autoencoder:
             raise RequestError(f"{field}.componentTypeForMlp: no MLP autoencoder is loaded")
-        if (
-            spec.component_type_for_attention == S.ComponentTypeForAttention.AUTOENCODER_LATENT
-            and not self.has_attention_autoencoder
-        ):
-            raise RequestError(
-                f"{field}.componentTypeForAttention: no attention autoencoder is loaded"
-            )
+        if spec.component_type_for_attention == S.ComponentTypeForAttention.AUTOENCODER_LATENT and not self.has_attention_autoencoder:
+            raise RequestError(f"{field}.componentTypeForAttention: no attention autoencoder is loaded")
         loss: S.LossFnConfig | None = S.LossFnConfig(
-            name=S.LossFnName.LOGIT_DIFF,
-            target_tokens=spec.target_tokens,
-            distractor_tokens=spec.distractor_tokens,
+            name=S.LossFnName.LOGIT_DIFF, target_tokens=spec.target_tokens, distractor_tokens=spec.distractor_tokens
         )
-        ablations = [
-            self._node_ablation(a, f"{field}.nodeAblations[{i}]")
-            for i, a in enumerate(spec.node_ablations or [])
-        ]
+        ablations = [self._node_ablation(a, f"{field}.nodeAblations[{i}]") for i, a in enumerate(spec.node_ablations or [])]
         # the final LayerNorm's scale is treated as a constant in every backward pass
         ablations.append(
             S.AblationSpec(
@@ -899,12 +701,7 @@ class Debugger:
             downstream = None
             if spec.downstream_node_to_trace is not None:
                 d = spec.downstream_node_to_trace
-                downstream = S.MirroredTraceConfig(
-                    node_index=d.node_index,
-                    pre_or_post_act=S.PreOrPostAct.PRE,
-                    detach_layer_norm_scale=True,
-                    attention_trace_type=d.attention_trace_type,
-                )
+                downstream = S.MirroredTraceConfig(node_index=d.node_index, pre_or_post_act=S.PreOrPostAct.PRE, detach_layer_norm_scale=True, attention_trace_type=d.attention_trace_type)
             trace = S.MirroredTraceConfig(
                 node_index=up.node_index,
                 pre_or_post_act=S.PreOrPostAct.PRE,
@@ -920,62 +717,33 @@ class Debugger:
         elif spec.downstream_node_to_trace is not None:
             raise RequestError(f"{field}.downstreamNodeToTrace needs an upstreamNodeToTrace")
 
-        def top_k(
-            mlp: S.ComponentTypeForMlp, attn: S.ComponentTypeForAttention, k: int
-        ) -> S.MultipleTopKDerivedScalarsRequestSpec:
-            return S.MultipleTopKDerivedScalarsRequestSpec(
-                dst_list_by_group_id=tdb_groups(mlp, attn), top_and_bottom_k=k, token_index=None
-            )
+        def top_k(mlp: S.ComponentTypeForMlp, attn: S.ComponentTypeForAttention, k: int) -> S.MultipleTopKDerivedScalarsRequestSpec:
+            return S.MultipleTopKDerivedScalarsRequestSpec(dst_list_by_group_id=tdb_groups(mlp, attn), top_and_bottom_k=k, token_index=None)
 
         def scored(kind: S.TokenScoringType) -> S.ScoredTokensRequestSpec:
-            return S.ScoredTokensRequestSpec(
-                token_scoring_type=kind,
-                num_tokens=_SCORED_TOKENS,
-                depends_on_spec_name="topKComponents",
-            )
+            return S.ScoredTokensRequestSpec(token_scoring_type=kind, num_tokens=_SCORED_TOKENS, depends_on_spec_name="topKComponents")
 
         steps: dict[str, Any] = {
-            "topKComponents": top_k(
-                spec.component_type_for_mlp,
-                spec.component_type_for_attention,
-                spec.top_and_bottom_k_for_node_table,
-            ),
-            "componentSumsForTokenDisplay": top_k(
-                S.ComponentTypeForMlp.NEURON, S.ComponentTypeForAttention.ATTENTION_HEAD, 1
-            ),
+            "topKComponents": top_k(spec.component_type_for_mlp, spec.component_type_for_attention, spec.top_and_bottom_k_for_node_table),
+            "componentSumsForTokenDisplay": top_k(S.ComponentTypeForMlp.NEURON, S.ComponentTypeForAttention.ATTENTION_HEAD, 1),
             # not in the original server: exact per-layer sums for the viewer's layer summary
             "componentSumsForLayerDisplay": S.MultipleTopKDerivedScalarsRequestSpec(
-                dst_list_by_group_id=tdb_groups(
-                    spec.component_type_for_mlp, spec.component_type_for_attention
-                ),
+                dst_list_by_group_id=tdb_groups(spec.component_type_for_mlp, spec.component_type_for_attention),
                 top_and_bottom_k=1,
                 token_index=None,
                 dimensions_to_keep_for_intermediate_sum=[S.Dimension.LAYERS],
             ),
             "upvotedOutputTokens": scored(S.TokenScoringType.UPVOTED_OUTPUT_TOKENS),
             "inputTokensThatUpvoteMlp": scored(S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_MLP),
-            "inputTokensThatUpvoteAttnQ": scored(
-                S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_ATTN_Q
-            ),
-            "inputTokensThatUpvoteAttnK": scored(
-                S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_ATTN_K
-            ),
-            "tokenPairAttribution": S.TokenPairAttributionRequestSpec(
-                num_tokens_attended_to=3, depends_on_spec_name="topKComponents"
-            ),
+            "inputTokensThatUpvoteAttnQ": scored(S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_ATTN_Q),
+            "inputTokensThatUpvoteAttnK": scored(S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_ATTN_K),
+            "tokenPairAttribution": S.TokenPairAttributionRequestSpec(num_tokens_attended_to=3, depends_on_spec_name="topKComponents"),
             "topOutputTokenLogits": S.MultipleTopKDerivedScalarsRequestSpec(
-                dst_list_by_group_id={S.GroupId.LOGITS: [S.DerivedScalarType.LOGITS]},
-                top_and_bottom_k=100,
-                token_index=token_index,
+                dst_list_by_group_id={S.GroupId.LOGITS: [S.DerivedScalarType.LOGITS]}, top_and_bottom_k=100, token_index=token_index
             ),
         }
         return S.InferenceSubRequest(
-            inference_request_spec=S.InferenceRequestSpec(
-                prompt=spec.prompt,
-                ablation_specs=ablations,
-                loss_fn_config=loss,
-                trace_config=trace,
-            ),
+            inference_request_spec=S.InferenceRequestSpec(prompt=spec.prompt, ablation_specs=ablations, loss_fn_config=loss, trace_config=trace),
             processing_request_spec_by_name=steps,
         )
 
@@ -986,9 +754,7 @@ class Debugger:
             raise RequestError(f"{field}.nodeIndex.nodeType: {kind} nodes cannot be ablated")
         t = list(node.tensor_indices)
         if not t or t[0] is None or t[-1] is None:
-            raise RequestError(
-                f"{field}.nodeIndex.tensorIndices: need the token and the node index"
-            )
+            raise RequestError(f"{field}.nodeIndex.tensorIndices: need the token and the node index")
         location = {
             "mlp_neuron": S.ActivationLocationType.MLP_POST_ACT,
             "attention_head": S.ActivationLocationType.ATTN_QK_PROBS,
@@ -998,57 +764,32 @@ class Debugger:
         if kind == "attention_head":
             # a head at a token pair (query, key, head); a missing key ablates all keys
             if len(t) != 3:
-                raise RequestError(
-                    f"{field}.nodeIndex.tensorIndices: an attention head needs [query, key, head]"
-                )
+                raise RequestError(f"{field}.nodeIndex.tensorIndices: an attention head needs [query, key, head]")
             indices: S.AllOrOneIndices = (t[0], "All" if t[1] is None else t[1], t[2] or 0)
         else:
             indices = (t[0], t[-1])
         return S.AblationSpec(
-            index=S.MirroredActivationIndex(
-                activation_location_type=location,
-                tensor_indices=indices,
-                layer_index=node.layer_index,
-                pass_type=S.PassType.FORWARD,
-            ),
+            index=S.MirroredActivationIndex(activation_location_type=location, tensor_indices=indices, layer_index=node.layer_index, pass_type=S.PassType.FORWARD),
             value=ablation.value,
         )
 
 
-def tdb_groups(
-    mlp: S.ComponentTypeForMlp, attn: S.ComponentTypeForAttention
-) -> dict[S.GroupId, list[S.DerivedScalarType]]:
+def tdb_groups(mlp: S.ComponentTypeForMlp, attn: S.ComponentTypeForAttention) -> dict[S.GroupId, list[S.DerivedScalarType]]:
     """The node table's columns: for each group, one scalar per node kind."""
     D = S.DerivedScalarType
     mlp_prefix = "mlp" if mlp == S.ComponentTypeForMlp.NEURON else "online_mlp_autoencoder"
     attn_latents = attn == S.ComponentTypeForAttention.AUTOENCODER_LATENT
-
     def attn_dst(head: str, latent: str) -> S.DerivedScalarType:
         return D(f"online_attention_autoencoder_{latent}" if attn_latents else head)
-
     return {
-        S.GroupId.WRITE_NORM: [
-            D.RESID_POST_EMBEDDING_NORM,
-            D(f"{mlp_prefix}_write_norm"),
-            attn_dst("unflattened_attn_write_norm", "write_norm"),
-        ],
-        S.GroupId.ACT_TIMES_GRAD: [
-            D.TOKEN_ATTRIBUTION,
-            D(f"{mlp_prefix}_act_times_grad"),
-            attn_dst("unflattened_attn_act_times_grad", "act_times_grad"),
-        ],
+        S.GroupId.WRITE_NORM: [D.RESID_POST_EMBEDDING_NORM, D(f"{mlp_prefix}_write_norm"), attn_dst("unflattened_attn_write_norm", "write_norm")],
+        S.GroupId.ACT_TIMES_GRAD: [D.TOKEN_ATTRIBUTION, D(f"{mlp_prefix}_act_times_grad"), attn_dst("unflattened_attn_act_times_grad", "act_times_grad")],
         S.GroupId.DIRECTION_WRITE: [
             D.RESID_POST_EMBEDDING_PROJ_TO_FINAL_RESIDUAL_GRAD,
             D(f"{mlp_prefix}_write_to_final_residual_grad"),
-            attn_dst(
-                "unflattened_attn_write_to_final_residual_grad", "write_to_final_residual_grad"
-            ),
+            attn_dst("unflattened_attn_write_to_final_residual_grad", "write_to_final_residual_grad"),
         ],
-        S.GroupId.ACTIVATION: [
-            D.ALWAYS_ONE,
-            D("mlp_post_act" if mlp_prefix == "mlp" else "online_mlp_autoencoder_latent"),
-            attn_dst("attn_qk_probs", "latent"),
-        ],
+        S.GroupId.ACTIVATION: [D.ALWAYS_ONE, D("mlp_post_act" if mlp_prefix == "mlp" else "online_mlp_autoencoder_latent"), attn_dst("attn_qk_probs", "latent")],
     }
 
 
@@ -1089,18 +830,9 @@ def attention_summaries(tokens: list[str], scalars: Tensor) -> list[S.TokenAndAt
 # Field paths of the expanded request, renamed to what the TDB client sent (most specific first;
 # node ablations come first in ablationSpecs, so their numbering is unchanged).
 _TDB_FIELDS = [
-    (
-        r"inferenceSubRequests\[(\d+)\]\.inferenceRequestSpec\.ablationSpecs\[(\d+)\]\.index",
-        r"subRequests[\1].nodeAblations[\2].nodeIndex",
-    ),
-    (
-        r"inferenceSubRequests\[(\d+)\]\.inferenceRequestSpec\.traceConfig\.downstreamTraceConfig",
-        r"subRequests[\1].downstreamNodeToTrace",
-    ),
-    (
-        r"inferenceSubRequests\[(\d+)\]\.inferenceRequestSpec\.traceConfig",
-        r"subRequests[\1].upstreamNodeToTrace",
-    ),
+    (r"inferenceSubRequests\[(\d+)\]\.inferenceRequestSpec\.ablationSpecs\[(\d+)\]\.index", r"subRequests[\1].nodeAblations[\2].nodeIndex"),
+    (r"inferenceSubRequests\[(\d+)\]\.inferenceRequestSpec\.traceConfig\.downstreamTraceConfig", r"subRequests[\1].downstreamNodeToTrace"),
+    (r"inferenceSubRequests\[(\d+)\]\.inferenceRequestSpec\.traceConfig", r"subRequests[\1].upstreamNodeToTrace"),
     (r"inferenceSubRequests\[(\d+)\]\.inferenceRequestSpec\.lossFnConfig\.", r"subRequests[\1]."),
     (r"inferenceSubRequests\[(\d+)\]\.inferenceRequestSpec\.", r"subRequests[\1]."),
 ]

@@ -11,7 +11,8 @@ index), so a request cannot read outside the configured roots:
 - local files are checked to lie inside their dataset's folder before they are opened.
 
 Layout of a dataset root: `<root>/<layer>/<index>.json` (or `.pt`), or in the bulk format
-(`activations.bulk`) `<root>/<layer>.parquet` plus the dataset's `sequences.safetensors`. Scored explanations live beside
+(`activations.bulk`) `<root>/<layer>.parquet` plus the dataset's `sequences.safetensors`.
+Scored explanations live beside
 the records, in the published layout: for records at `.../<x>/collated-activations/`, the
 explanations are at `.../<x>/explanations/<layer>/<index>.jsonl` (one explanation dataset), or, for
 local datasets, in named subfolders `.../<x>/explanations/<name>/<layer>/<index>.jsonl`.

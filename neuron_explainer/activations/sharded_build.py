@@ -187,13 +187,13 @@ def _first(corpus: Corpus, tok: Tokenizer, cfg: CollateConfig, n: int) -> np.nda
 
 
 def _count_tokens(corpus: Corpus, tok: Tokenizer, cfg: CollateConfig) -> int | None:
-    """The build's corpus tokens, for the progress bar's ETA (local files: a tokenizing pass)."""
-    if cfg.max_tokens is not None and corpus.files:
-        pass
-    elif corpus.files:
-        n = sum(1 for _ in iter_sequences(corpus, tok, cfg.context, cfg.seed))
-        return n * cfg.context
-    return cfg.max_tokens // cfg.context * cfg.context if cfg.max_tokens is not None else None
+    """The build's corpus tokens, for the progress bar's ETA: `--max-tokens` (an upper bound),
+    else for local files a tokenizing pass; unknown for a hub dataset."""
+    if cfg.max_tokens is not None:
+        return cfg.max_tokens // cfg.context * cfg.context
+    if corpus.files:
+        return sum(1 for _ in iter_sequences(corpus, tok, cfg.context, cfg.seed)) * cfg.context
+    return None
 
 
 def _checkpoint(
@@ -265,14 +265,15 @@ def run_build(
     started = time.perf_counter()
     tokens_this_run = 0
     shards_this_run = 0
-    total = _count_tokens(corpus, tok, cfg) if progress is not False else None
+    show = sys.stderr.isatty() if progress is None else progress
+    total = _count_tokens(corpus, tok, cfg) if show else None
     bar = tqdm(
         total=None if total is None else total * len(groups),
         unit="tok",
         unit_scale=True,
         desc="collating",
         file=sys.stderr,
-        disable=(not progress) if progress is not None else None,
+        disable=not show,
         dynamic_ncols=True,
         smoothing=0.1,
     )

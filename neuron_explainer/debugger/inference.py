@@ -126,9 +126,7 @@ def run(
     device = model.device
     lengths = [len(r.tokens) for r in requests]
     longest = max(lengths)
-    tokens = torch.tensor(
-        [r.tokens + [0] * (longest - len(r.tokens)) for r in requests], device=device
-    )
+    tokens = torch.tensor([r.tokens + [0] * (longest - len(r.tokens)) for r in requests], device=device)
     pad = None
     if min(lengths) != longest:
         pad = torch.tensor([[i >= n for i in range(longest)] for n in lengths], device=device)
@@ -149,9 +147,7 @@ def run(
     for row, r in enumerate(requests):
         for a in r.ablations:
             table = fwd if a.pass_type == "forward" else bwd
-            table.setdefault(a.site.hook, []).append(
-                _overwrite(_model_index(a.site, row, a.index), a.value)
-            )
+            table.setdefault(a.site.hook, []).append(_overwrite(_model_index(a.site, row, a.index), a.value))
     # Traces through Q (or K) must not see gradient through the other side.
     for row, r in enumerate(requests):
         if r.trace is not None and r.trace.through in ("Q", "K"):
@@ -177,9 +173,7 @@ def run(
                 # backward pass a (zero) start so that it reaches the injection point
                 objectives[row] = logits[row].sum() * 0.0
         if needs_grad:
-            total = sum(
-                (o for o in objectives if o is not None), start=torch.zeros((), device=device)
-            )
+            total = sum((o for o in objectives if o is not None), start=torch.zeros((), device=device))
             # Backward ablations inject gradients even where the objective is zero.
             recording_grads[0] = True
             if total.requires_grad:
@@ -205,12 +199,7 @@ def _require_grad(x: Tensor) -> Tensor:
 
 
 def _objective(
-    model: Transformer,
-    r: PromptRequest,
-    row: int,
-    length: int,
-    logits: Tensor,
-    kept: dict[Site, Tensor],
+    model: Transformer, r: PromptRequest, row: int, length: int, logits: Tensor, kept: dict[Site, Tensor]
 ) -> Tensor | None:
     if r.trace is None:
         return _loss(r.loss, logits[row, length - 1]) if r.loss is not None else None
@@ -264,11 +253,7 @@ def _trace_sites(requests: Sequence[PromptRequest]) -> set[Site]:
             sites.add(t.site)
             if t.through == "V":
                 layer = t.site.layer
-                sites |= {
-                    Site("resid.delta_attn", layer),
-                    Site("attn.v", layer),
-                    Site("attn.qk_probs", layer),
-                }
+                sites |= {Site("resid.delta_attn", layer), Site("attn.v", layer), Site("attn.qk_probs", layer)}
             t = t.downstream
     return sites
 
@@ -298,9 +283,7 @@ def _keep(store: dict[Site, Tensor], site: Site) -> Callable[[Tensor], None]:
     return fn
 
 
-def _keep_grad(
-    store: dict[Site, Tensor], site: Site, active: list[bool]
-) -> Callable[[Tensor], None]:
+def _keep_grad(store: dict[Site, Tensor], site: Site, active: list[bool]) -> Callable[[Tensor], None]:
     def fn(g: Tensor) -> None:
         if active[0]:
             store[site] = g

@@ -56,18 +56,14 @@ class Weights:
         return self._cached(("mlp_norms", layer), lambda: self.mlp_write(layer).norm(dim=0))
 
     def latent_write_norms(self, kind: str, layer: int) -> Tensor:
-        return self._cached(
-            (kind + "_norms", layer), lambda: self.latent_write(kind, layer).norm(dim=0)
-        )
+        return self._cached((kind + "_norms", layer), lambda: self.latent_write(kind, layer).norm(dim=0))
 
     def head_write(self, layer: int) -> Tensor:
         """(heads, d_head, d_model): W_O split by head."""
         cfg = self.model.cfg
         return self._cached(
             ("head", layer),
-            lambda: self.block(layer).attn.out_proj.weight.T.reshape(
-                cfg.n_heads, cfg.d_head, cfg.d_model
-            ),
+            lambda: self.block(layer).attn.out_proj.weight.T.reshape(cfg.n_heads, cfg.d_head, cfg.d_model),
         )
 
     def latent_write(self, kind: str, layer: int) -> Tensor:
@@ -133,9 +129,7 @@ def emb_norm(rec: Recording, w: Weights, layer: int | None) -> Tensor:
 
 
 def emb_act_times_grad(rec: Recording, w: Weights, layer: int | None) -> Tensor:
-    return (_act(rec, "resid.post_emb", None) * _grad(rec, "resid.post_emb", None)).sum(
-        -1, keepdim=True
-    )
+    return (_act(rec, "resid.post_emb", None) * _grad(rec, "resid.post_emb", None)).sum(-1, keepdim=True)
 
 
 def emb_direct(rec: Recording, w: Weights, layer: int | None) -> Tensor:
@@ -192,9 +186,7 @@ def _value_writes(rec: Recording, w: Weights, layer: int) -> Tensor:
     """(T_key, heads, d_model): what each head writes per unit of attention to each key."""
     key = ("_value_writes", layer)
     if key not in rec.derived:
-        rec.derived[key] = torch.einsum(
-            "khe,hed->khd", _act(rec, "attn.v", layer), w.head_write(layer)
-        )
+        rec.derived[key] = torch.einsum("khe,hed->khd", _act(rec, "attn.v", layer), w.head_write(layer))
     return rec.derived[key]
 
 
@@ -233,12 +225,7 @@ def _latent_fns(kind: str) -> dict[str, Callable[[Recording, Weights, int | None
         assert layer is not None
         return _act(rec, kind, layer) * _project_on_final_grad(rec, w, w.latent_write(kind, layer))
 
-    return {
-        "latent": act,
-        "write_norm": write_norm,
-        "act_times_grad": act_times_grad,
-        "direct": direct,
-    }
+    return {"latent": act, "write_norm": write_norm, "act_times_grad": act_times_grad, "direct": direct}
 
 
 # ---- vocabulary
@@ -258,37 +245,21 @@ _FINAL = "resid.post_mlp"  # gradient site of the final residual stream (last la
 def _make_table() -> dict[str, ScalarType]:
     t: dict[str, ScalarType] = {
         "resid_post_embedding_norm": ScalarType("layer", False, ("resid.post_emb",), (), emb_norm),
-        "token_attribution": ScalarType(
-            "layer", False, ("resid.post_emb",), ("resid.post_emb",), emb_act_times_grad
-        ),
-        "resid_post_embedding_proj_to_final_residual_grad": ScalarType(
-            "layer", False, ("resid.post_emb",), (_FINAL,), emb_direct
-        ),
+        "token_attribution": ScalarType("layer", False, ("resid.post_emb",), ("resid.post_emb",), emb_act_times_grad),
+        "resid_post_embedding_proj_to_final_residual_grad": ScalarType("layer", False, ("resid.post_emb",), (_FINAL,), emb_direct),
         "always_one": ScalarType("layer", False, (), (), always_one),
         "mlp_post_act": ScalarType("mlp_neuron", True, ("mlp.post_act",), (), mlp_post_act),
         "mlp_pre_act": ScalarType("mlp_neuron", True, ("mlp.pre_act",), (), mlp_pre_act),
         "mlp_write_norm": ScalarType("mlp_neuron", True, ("mlp.post_act",), (), mlp_write_norm),
-        "mlp_act_times_grad": ScalarType(
-            "mlp_neuron", True, ("mlp.post_act",), ("mlp.post_act",), mlp_act_times_grad
-        ),
-        "mlp_write_to_final_residual_grad": ScalarType(
-            "mlp_neuron", True, ("mlp.post_act",), (_FINAL,), mlp_direct
-        ),
+        "mlp_act_times_grad": ScalarType("mlp_neuron", True, ("mlp.post_act",), ("mlp.post_act",), mlp_act_times_grad),
+        "mlp_write_to_final_residual_grad": ScalarType("mlp_neuron", True, ("mlp.post_act",), (_FINAL,), mlp_direct),
         "attn_qk_probs": ScalarType("attention_head", True, ("attn.qk_probs",), (), attn_probs),
         "attn_qk_logits": ScalarType("attention_head", True, ("attn.qk_logits",), (), attn_logits),
-        "unflattened_attn_write_norm": ScalarType(
-            "attention_head", True, ("attn.qk_probs", "attn.v"), (), attn_write_norm
-        ),
-        "unflattened_attn_act_times_grad": ScalarType(
-            "attention_head", True, ("attn.qk_probs",), ("attn.qk_probs",), attn_act_times_grad
-        ),
-        "unflattened_attn_write_to_final_residual_grad": ScalarType(
-            "attention_head", True, ("attn.qk_probs", "attn.v"), (_FINAL,), attn_direct
-        ),
+        "unflattened_attn_write_norm": ScalarType("attention_head", True, ("attn.qk_probs", "attn.v"), (), attn_write_norm),
+        "unflattened_attn_act_times_grad": ScalarType("attention_head", True, ("attn.qk_probs",), ("attn.qk_probs",), attn_act_times_grad),
+        "unflattened_attn_write_to_final_residual_grad": ScalarType("attention_head", True, ("attn.qk_probs", "attn.v"), (_FINAL,), attn_direct),
         "logits": ScalarType("vocab_token", False, ("logits",), (), logits),
-        "vocab_token_write_to_input_direction": ScalarType(
-            "vocab_token", False, (), ("resid.post_emb",), token_write_to_input_direction
-        ),
+        "vocab_token_write_to_input_direction": ScalarType("vocab_token", False, (), ("resid.post_emb",), token_write_to_input_direction),
     }
     for prefix, kind, node_type in (
         ("online_mlp_autoencoder", MLP_LATENTS, "mlp_autoencoder_latent"),
@@ -297,12 +268,8 @@ def _make_table() -> dict[str, ScalarType]:
         f = _latent_fns(kind)
         t[f"{prefix}_latent"] = ScalarType(node_type, True, (kind,), (), f["latent"])
         t[f"{prefix}_write_norm"] = ScalarType(node_type, True, (kind,), (), f["write_norm"])
-        t[f"{prefix}_act_times_grad"] = ScalarType(
-            node_type, True, (kind,), (kind,), f["act_times_grad"]
-        )
-        t[f"{prefix}_write_to_final_residual_grad"] = ScalarType(
-            node_type, True, (kind,), (_FINAL,), f["direct"]
-        )
+        t[f"{prefix}_act_times_grad"] = ScalarType(node_type, True, (kind,), (kind,), f["act_times_grad"])
+        t[f"{prefix}_write_to_final_residual_grad"] = ScalarType(node_type, True, (kind,), (_FINAL,), f["direct"])
     return t
 
 

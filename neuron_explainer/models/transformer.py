@@ -107,9 +107,7 @@ class TransformerConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(
-                f"unknown model config fields {sorted(unknown)}; known: {sorted(known)}"
-            )
+            raise ValueError(f"unknown model config fields {sorted(unknown)}; known: {sorted(known)}")
         return cls(**d)
 
 
@@ -286,13 +284,13 @@ class Transformer(nn.Module):
             allowed = mask if mask is not None else _causal(s, x.device)
             logits = logits.masked_fill(~allowed, float("-inf"))
             logits = self.hook(p + "attn.qk_logits", logits)
-            probs = torch.softmax(
-                logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1
-            ).to(v.dtype)
+            probs = torch.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1).to(v.dtype)
             probs = self.hook(p + "attn.qk_probs", probs)
             out = probs @ v
         else:  # fused kernel when nobody looks at the attention pattern
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=mask is None
+            )
         out = self.hook(p + "attn.v_out", out.transpose(1, 2))  # (b, s, h, dh)
         w, bias = blk.attn.out_proj.weight, blk.attn.out_proj.bias
         if self._hooked(p + "attn.head_out"):
@@ -306,9 +304,7 @@ class Transformer(nn.Module):
         right); padded keys are never attended to and positions count only real tokens."""
         b, s = tokens.shape
         if s > self.cfg.ctx_window:
-            raise ValueError(
-                f"sequence of {s} tokens exceeds the context window {self.cfg.ctx_window}"
-            )
+            raise ValueError(f"sequence of {s} tokens exceeds the context window {self.cfg.ctx_window}")
         mask = None
         if pad is None:
             pos = torch.arange(s, device=tokens.device).expand(b, s)
@@ -321,14 +317,10 @@ class Transformer(nn.Module):
         blk: Any
         for i, blk in enumerate(self.xf_layers):
             p = f"blocks.{i}."
-            ln_x = self.hook(
-                p + "resid.post_attn_ln", self._layer_norm(x, blk.ln_1, p + "attn_ln.scale")
-            )
+            ln_x = self.hook(p + "resid.post_attn_ln", self._layer_norm(x, blk.ln_1, p + "attn_ln.scale"))
             x = x + self.hook(p + "resid.delta_attn", self._attention(i, ln_x, mask))
             x = self.hook(p + "resid.post_attn", x)
-            ln_x = self.hook(
-                p + "resid.post_mlp_ln", self._layer_norm(x, blk.ln_2, p + "mlp_ln.scale")
-            )
+            ln_x = self.hook(p + "resid.post_mlp_ln", self._layer_norm(x, blk.ln_2, p + "mlp_ln.scale"))
             pre = self.hook(p + "mlp.pre_act", blk.mlp.in_layer(ln_x))
             post = self.hook(p + "mlp.post_act", F.gelu(pre, approximate="tanh"))
             x = x + self.hook(p + "resid.delta_mlp", blk.mlp.out_layer(post))
@@ -359,9 +351,8 @@ class Transformer(nn.Module):
         tokens = torch.tensor(
             [[0] * (longest - len(p)) + list(p) for p in prompts], device=self.device
         )
-        pad = torch.tensor(
-            [[True] * (longest - len(p)) + [False] * len(p) for p in prompts], device=self.device
-        )
+        pad = torch.tensor([[True] * (longest - len(p)) + [False] * len(p) for p in prompts],
+                           device=self.device)
         out: list[list[int]] = [[] for _ in prompts]
         for _ in range(max_new_tokens):
             window = slice(max(0, tokens.shape[1] - self.cfg.ctx_window), None)
@@ -378,9 +369,7 @@ def _causal(s: int, device: torch.device) -> Tensor:
     return torch.ones(s, s, dtype=torch.bool, device=device).tril()
 
 
-def _sample(
-    logits: Tensor, temperature: float, top_p: float | None, gen: torch.Generator
-) -> Tensor:
+def _sample(logits: Tensor, temperature: float, top_p: float | None, gen: torch.Generator) -> Tensor:
     if temperature == 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits / temperature, dim=-1)
