@@ -84,7 +84,7 @@ __all__ = [
 BULK_SUFFIX = ".parquet"
 SEQUENCES_FILE = "sequences.safetensors"
 FORMAT_VERSION = "1"
-ROW_GROUP_TARGET_BYTES = 1 << 19
+ROW_GROUP_TARGET_BYTES = 1 << 17
 _DTYPES = {"float16": np.float16, "float32": np.float32, "float64": np.float64}
 
 
