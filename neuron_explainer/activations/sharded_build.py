@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
@@ -432,9 +433,11 @@ def _assemble_bulk(
         path = out / DST_FOLDERS[spec.dst] / f"{spec.layer}{BULK_SUFFIX}"
         with BulkFileWriter(path, cfg.values_dtype, _rows_per_group(spec, cfg)) as w:
             for r in sorted(ranges, key=lambda r: r.lo):
-                table = pq.read_table(_part(out, r))
-                for i in range(table.num_rows):
-                    w.write(row_at(table, i))
+                # in batches: a part may hold a whole family, too large to decode at once
+                for batch in pq.ParquetFile(_part(out, r)).iter_batches(batch_size=256):
+                    table = pa.Table.from_batches([batch])
+                    for i in range(table.num_rows):
+                        w.write(row_at(table, i))
     ids, tables = [], []
     for p in sorted((out / PARTS).glob("tokens.*.pt")):
         saved = torch.load(p, map_location="cpu", weights_only=True)
