@@ -937,6 +937,7 @@ def test_batch_explains_and_scores_every_head_of_the_bundled_demo_model(
     root = tmp_path / "demo"
     root.mkdir()
     shutil.copy(demo.DATASET_DIR / "dataset.json", root / "dataset.json")
+    shutil.copy(demo.DATASET_DIR / "sequences.safetensors", root / "sequences.safetensors")
     shutil.copytree(demo.DATASET_DIR / "attn_write_norm", root / "attn_write_norm")
     registry = DatasetRegistry.with_published()
     registry.register_local_dataset("demo", root)

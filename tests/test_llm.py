@@ -1,7 +1,8 @@
 """Tests for the LLM client (`neuron_explainer.explanations.llm`) against a real local HTTP
 server that speaks the chat-completions API (`FakeLLMServer`, also used by
-test_explanations.py): configuration, retries (429 / 5xx / timeouts / dropped connections
-retried, other 4xx not), the concurrency limit, the on-disk cache, and the key never leaking.
+test_explanations.py): configuration, the SDK's retries (429 / 5xx / timeouts / dropped
+connections retried, other 4xx not), Retry-After pacing of every request, the concurrency
+limit, the on-disk cache, and the key never leaking.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class FakeLLMServer:
         self.responder = responder or (lambda path, body: (200, chat_response("ok")))
         self.script: list[Scripted] = []
         self.requests: list[tuple[str, dict[str, Any], dict[str, str]]] = []
+        self.arrivals: list[float] = []  # time.monotonic() of each POST
+        self.answered: list[tuple[float, int]] = []  # (time.monotonic(), status) of each answer
         self.model_ids = ["fake-model"]
         self.delay_s = 0.0
         self.in_flight = 0
@@ -106,7 +109,10 @@ class FakeLLMServer:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 path = self.path.split("/v1/", 1)[-1]
                 with owner._lock:
-                    owner.requests.append((path, body, dict(self.headers)))
+                    owner.arrivals.append(time.monotonic())
+                    owner.requests.append(
+                        (path, body, {k.title(): v for k, v in self.headers.items()})
+                    )
                     scripted = owner.script.pop(0) if owner.script else None
                     owner.in_flight += 1
                     owner.max_in_flight = max(owner.max_in_flight, owner.in_flight)
@@ -121,6 +127,8 @@ class FakeLLMServer:
                         time.sleep(float(scripted[1]))
                         scripted = None
                     reply: Any = scripted if scripted is not None else owner.responder(path, body)
+                    with owner._lock:
+                        owner.answered.append((time.monotonic(), reply[0]))
                     self._send(*reply)
                 finally:
                     with owner._lock:
@@ -143,10 +151,19 @@ class FakeLLMServer:
         self._thread.join(timeout=5)
 
 
+def fast_sdk_backoff(monkeypatch: pytest.MonkeyPatch, initial: float, most: float) -> None:
+    """The openai SDK's retry delays (0.5 s doubling to 8 s), shortened for tests."""
+    import openai._base_client as base
+
+    monkeypatch.setattr(base, "INITIAL_RETRY_DELAY", initial)
+    monkeypatch.setattr(base, "MAX_RETRY_DELAY", most)
+
+
 @pytest.fixture
 def llm_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLLMServer]:
     for var in ("NO_PROXY", "no_proxy"):
         monkeypatch.setenv(var, "127.0.0.1,localhost")
+    fast_sdk_backoff(monkeypatch, 0.01, 0.05)
     server = FakeLLMServer()
     try:
         yield server
@@ -155,12 +172,10 @@ def llm_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLLMServer]:
 
 
 def make_client(server: FakeLLMServer, tmp_path: Path | None = None, **kwargs: Any) -> LLMClient:
-    """A client for `server` with fast backoff; cached under tmp_path when given."""
+    """A client for `server`; cached under tmp_path when given."""
     options: dict[str, Any] = {
         "model": "fake-model",
         "api_key": KEY,
-        "initial_backoff_s": 0.01,
-        "max_backoff_s": 0.05,
         "timeout_s": 5.0,
         "max_retries": 4,
     }
@@ -327,20 +342,46 @@ def test_dropped_connection_and_timeout_are_retried(llm_server: FakeLLMServer) -
 def test_backoff_grows_with_jitter(
     llm_server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The SDK's backoff: doubling from its initial delay up to its maximum, jittered down by
+    at most a quarter."""
+    import anyio
+
     waits: list[float] = []
-    real_sleep = asyncio.sleep
+    real_sleep = anyio.sleep
 
     async def record_sleep(seconds: float) -> None:
         waits.append(seconds)
         await real_sleep(0)
 
-    monkeypatch.setattr("neuron_explainer.explanations.llm.asyncio.sleep", record_sleep)
+    fast_sdk_backoff(monkeypatch, 1.0, 4.0)
+    monkeypatch.setattr(anyio, "sleep", record_sleep)
     llm_server.script = [(500, {})] * 4
-    client = make_client(llm_server, initial_backoff_s=1.0, max_backoff_s=4.0, jitter=0.25)
+    client = make_client(llm_server)
     asyncio.run(client.chat(MESSAGES))
     assert len(waits) == 4
     for wait, base in zip(waits, [1.0, 2.0, 4.0, 4.0], strict=True):
-        assert base * 0.75 <= wait <= base * 1.25
+        assert base * 0.75 <= wait <= base
+
+
+def test_retry_after_pauses_every_request(llm_server: FakeLLMServer) -> None:
+    """A 429 with Retry-After: 1 holds back the other tasks' requests too, not just the one
+    that is retried; then all of them go through."""
+    llm_server.delay_s = 0.05
+    llm_server.script = [(429, {"error": {"message": "rate limited"}}, {"Retry-After": "1"})]
+    client = make_client(llm_server, max_concurrent=3)
+
+    async def many() -> list[dict[str, Any]]:
+        return await asyncio.gather(
+            *(client.chat([{"role": "user", "content": str(i)}]) for i in range(6))
+        )
+
+    responses = asyncio.run(many())
+    assert len(responses) == 6 and llm_server.count() == 7  # 6 requests + 1 retry
+    limited_at = next(t for t, status in llm_server.answered if status == 429)
+    later = [t for t in llm_server.arrivals if t > limited_at]
+    assert len(later) >= 3  # the retry and the requests not yet sent when it came
+    assert min(later) - limited_at >= 0.9
+    assert client.pauses == 1
 
 
 def test_concurrency_limit(llm_server: FakeLLMServer) -> None:
@@ -414,7 +455,6 @@ def test_unreachable_endpoint_fails_with_a_clear_message() -> None:
         env={},
         cache=False,
         max_retries=1,
-        initial_backoff_s=0.01,
         timeout_s=2.0,
     )
     assert config is not None

@@ -10,7 +10,9 @@ index), so a request cannot read outside the configured roots:
   dataset (the seed's server returned and accepted those);
 - local files are checked to lie inside their dataset's folder before they are opened.
 
-Layout of a dataset root: `<root>/<layer>/<index>.json` (or `.pt`). Scored explanations live beside
+Layout of a dataset root: `<root>/<layer>/<index>.json` (or `.pt`), or in the bulk format
+(`activations.bulk`) `<root>/<layer>.parquet` plus the dataset's `sequences.safetensors`.
+Scored explanations live beside
 the records, in the published layout: for records at `.../<x>/collated-activations/`, the
 explanations are at `.../<x>/explanations/<layer>/<index>.jsonl` (one explanation dataset), or, for
 local datasets, in named subfolders `.../<x>/explanations/<name>/<layer>/<index>.jsonl`.
@@ -26,11 +28,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import orjson
 
 from neuron_explainer import file_utils
+from neuron_explainer.activations.bulk import SEQUENCES_FILE, BulkStore, layers_in
 from neuron_explainer.activations.records import NeuronRecord, RecordFormat, loads_record
 
 __all__ = [
@@ -99,13 +102,15 @@ class DatasetEntry:
     user_visible_name: str
     root: str
     """URL or absolute local folder holding `<layer>/<index>.<format>`."""
-    format: RecordFormat = "json"
+    format: RecordFormat | Literal["bulk"] = "json"
     explanations: tuple[ExplanationDataset, ...] = ()
     """Explanation datasets known up front (the published ones); local ones are also discovered
     in the `explanations` folder beside `root` at request time."""
     n_layers: int | None = None
     n_nodes: tuple[int, ...] | None = None
     """Nodes per layer, when known (local datasets): indices past it are answered 404 at once."""
+    sequences: str | None = None
+    """Bulk datasets: the token table (`sequences.safetensors`) their node files refer to."""
 
     @property
     def is_local(self) -> bool:
@@ -120,6 +125,8 @@ class DatasetEntry:
     def record_location(self, layer: int, index: int, fmt: RecordFormat | None = None) -> str:
         _check_node(layer, index)
         name = f"{index}.{fmt or self.format}"
+        if (fmt or self.format) == "bulk":
+            raise ValueError("bulk datasets have one file per layer, not per node")
         if self.is_local:
             root = Path(self.root)
             path = root / str(layer) / name
@@ -137,6 +144,7 @@ class DatasetRegistry:
     entries: list[DatasetEntry] = field(default_factory=list)
     # Which format actually worked per (name, dst): published latents may be .json or .pt.
     _format_seen: dict[tuple[str, str], RecordFormat] = field(default_factory=dict)
+    _bulk: BulkStore = field(default_factory=BulkStore)
 
     @classmethod
     def with_published(cls, base: str = PUBLISHED_BASE) -> DatasetRegistry:
@@ -169,11 +177,25 @@ class DatasetRegistry:
             raise ValueError(f"dataset folder {root} does not exist")
         added: list[DatasetEntry] = []
         meta_path = root / DATASET_JSON
-        if dst is not None:
+        if dst is not None and layers_in(root) and (root / SEQUENCES_FILE).is_file():
+            added.append(
+                DatasetEntry(
+                    name,
+                    dst,
+                    f"{name} - {dst}",
+                    str(root),
+                    "bulk",
+                    sequences=str(root / SEQUENCES_FILE),
+                )
+            )
+        elif dst is not None:
             fmt: RecordFormat = "pt" if any(root.glob("*/*.pt")) else "json"
             added.append(DatasetEntry(name, dst, f"{name} - {dst}", str(root), fmt))
         elif meta_path.is_file():
             meta = orjson.loads(meta_path.read_bytes())
+            sequences = (root / str(meta.get("sequences", SEQUENCES_FILE))).resolve()
+            if not _inside(sequences, root):
+                raise ValueError(f"{meta_path}: the token table path leaves {root}")
             for d in meta.get("datasets", []):
                 sub = (root / d["path"]).resolve()
                 if not _inside(sub, root):
@@ -188,6 +210,7 @@ class DatasetRegistry:
                         format=d.get("format", "json"),
                         n_layers=len(n_nodes) if n_nodes else None,
                         n_nodes=tuple(n_nodes) if n_nodes else None,
+                        sequences=str(sequences) if d.get("format") == "bulk" else None,
                     )
                 )
         else:
@@ -253,8 +276,10 @@ class DatasetRegistry:
             layer >= len(entry.n_nodes) or index >= entry.n_nodes[layer]
         ):
             raise RecordNotFound(f"{entry.short_name} has no {entry.dst} record {layer}:{index}")
+        if entry.format == "bulk":
+            return self._load_bulk(entry, layer, index)
         key = (entry.short_name, entry.dst)
-        first = self._format_seen.get(key, entry.format)
+        first = self._format_seen.get(key, cast(RecordFormat, entry.format))
         formats: list[RecordFormat] = [first, "pt" if first == "json" else "json"]
         for fmt in formats:
             data = _read(entry.record_location(layer, index, fmt))
@@ -263,6 +288,26 @@ class DatasetRegistry:
             self._format_seen[key] = fmt
             return loads_record(data, fmt)
         raise RecordNotFound(f"{entry.short_name} has no {entry.dst} record {layer}:{index}")
+
+    def _load_bulk(self, entry: DatasetEntry, layer: int, index: int) -> NeuronRecord:
+        root = Path(entry.root)
+        sequences = Path(entry.sequences) if entry.sequences else root / SEQUENCES_FILE
+        try:
+            record = self._bulk.load_record(root, sequences, layer, index)
+        except (OSError, ValueError, KeyError) as e:
+            # the message names no local path (responses never reveal them)
+            raise RecordUnavailable(
+                f"could not read {entry.short_name} ({entry.dst}) layer {layer} "
+                f"({type(e).__name__})"
+            ) from e
+        if record is None:
+            raise RecordNotFound(f"{entry.short_name} has no {entry.dst} record {layer}:{index}")
+        return record
+
+    def bulk_node_counts(self, entry: DatasetEntry) -> dict[int, int]:
+        """Nodes per layer of a local bulk dataset, from its files."""
+        root = Path(entry.root)
+        return {layer: self._bulk.n_nodes(root, layer) or 0 for layer in layers_in(root)}
 
     # --- explanations ----------------------------------------------------------------------
 

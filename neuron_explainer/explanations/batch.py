@@ -12,7 +12,8 @@ again (and the LLM response cache makes half-finished nodes cheap to redo).
 
 DATASET is a registered short name (the published `gpt2-small`, ...) or, with
 `--dataset-folder`, the name to give a local folder of records (a builder output with
-`dataset.json`, or a folder of `<layer>/<index>.json` records of type `--dst`). The LLM is
+`dataset.json`, JSON or bulk, or a folder of `<layer>/<index>.json` records, or of bulk
+`<layer>.parquet` files with their `sequences.safetensors`, of type `--dst`). The LLM is
 configured as for the server: flags, else `OPENAI_BASE_URL` / `OPENAI_API_KEY` /
 `NEURON_EXPLAINER_LLM_MODEL`.
 """
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from neuron_explainer.activations.bulk import BULK_SUFFIX, BulkFileReader, layers_in
 from neuron_explainer.activations.datasets import PUBLISHED_BASE, DatasetEntry, DatasetRegistry
 from neuron_explainer.explanations import store
 from neuron_explainer.explanations.explainer import NodeKind, explain_node, node_kind
@@ -97,6 +99,11 @@ def list_nodes(
     found: list[Node] = []
     if entry.n_nodes is not None:
         found = [(layer, i) for layer, n in enumerate(entry.n_nodes) for i in range(n)]
+    elif entry.is_local and entry.format == "bulk":
+        for layer in layers_in(Path(entry.root)):
+            reader = BulkFileReader(Path(entry.root) / f"{layer}{BULK_SUFFIX}")
+            found += [(layer, i) for i in range(reader.n_nodes)]
+            reader.close()
     elif entry.is_local:
         root = Path(entry.root)
         for layer_dir in root.iterdir():

@@ -1,4 +1,5 @@
-"""A small async client for OpenAI-compatible LLM endpoints (chat and legacy completions).
+"""An async client for OpenAI-compatible LLM endpoints (chat and legacy completions), on the
+official `openai` SDK.
 
 Works against OpenAI itself and against local servers that speak the same API (vLLM,
 llama.cpp's server, Ollama's /v1). Configuration, in order of precedence:
@@ -12,8 +13,12 @@ llama.cpp's server, Ollama's /v1). Configuration, in order of precedence:
 Behaviour:
 
 - at most `max_concurrent` requests are in flight at once (per event loop);
-- 429, 5xx, timeouts and connection errors are retried with jittered exponential backoff
-  (honouring `Retry-After`); any other 4xx fails at once with `LLMRequestError`;
+- the SDK retries 408, 409, 429, 5xx, timeouts and connection errors (`max_retries` times) with
+  its jittered exponential backoff, honouring `Retry-After`; any other 4xx fails at once with
+  `LLMRequestError`;
+- rate-limit pacing: a 429 or 503 with `Retry-After` pauses *every* request of the client (on
+  that event loop) until then, not just the one retried, so a batch of concurrent requests
+  backs off together instead of hammering a rate-limited endpoint;
 - successful responses are cached on disk, keyed by endpoint and request body (never by key),
   so that repeating a request costs nothing;
 - the API key is never logged, never put in an exception message and never returned;
@@ -24,14 +29,13 @@ Behaviour:
 from __future__ import annotations
 
 import asyncio
-import functools
+import email.utils
 import hashlib
 import json
 import logging
 import os
-import random
 import re
-import ssl
+import time
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 
 from neuron_explainer.file_utils import atomic_write_bytes, cache_dir
 
@@ -47,7 +52,8 @@ log = logging.getLogger(__name__)
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_OPENAI_MODEL = "gpt-4o"
 MODEL_ENV_VAR = "NEURON_EXPLAINER_LLM_MODEL"
-RETRYABLE_STATUS = frozenset({429}) | frozenset(range(500, 600))
+RETRYABLE_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+PACED_STATUS = frozenset({429, 503})
 
 __all__ = [
     "LLMClient",
@@ -85,9 +91,7 @@ class LLMConfig:
     max_concurrent: int = 8
     timeout_s: float = 120.0
     max_retries: int = 6
-    initial_backoff_s: float = 1.0
-    max_backoff_s: float = 30.0
-    jitter: float = 0.25
+    max_pause_s: float = 60.0  # longest Retry-After pause honoured for every request
     # None: no on-disk response cache.
     cache_dir: Path | None = None
 
@@ -138,6 +142,21 @@ def chat_text(response: Mapping[str, Any], choice: int = 0) -> str:
     return content if isinstance(content, str) else ""
 
 
+class _Pacer:
+    """Holds every request back until a rate-limited endpoint's `Retry-After` has passed."""
+
+    def __init__(self, max_pause_s: float) -> None:
+        self.max_pause_s = max_pause_s
+        self.resume_at = 0.0  # time.monotonic()
+
+    async def wait(self) -> None:
+        while (delay := self.resume_at - time.monotonic()) > 0:
+            await asyncio.sleep(delay)
+
+    def pause(self, seconds: float) -> None:
+        self.resume_at = max(self.resume_at, time.monotonic() + min(seconds, self.max_pause_s))
+
+
 class LLMClient:
     """Async client for one endpoint and model; safe to share between tasks and requests."""
 
@@ -150,11 +169,15 @@ class LLMClient:
         self._model_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
         )
+        self._pacers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pacer] = (
+            weakref.WeakKeyDictionary()
+        )
         # What the endpoint was found to support (e.g. "prompt_logprobs"), asked once.
         self.capabilities: dict[str, bool] = {}
-        # Counters, for tests and progress reports.
+        # Counters, for tests and progress reports: HTTP attempts, cache hits, pauses.
         self.requests_sent = 0
         self.cache_hits = 0
+        self.pauses = 0
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> LLMClient | None:
@@ -196,30 +219,63 @@ class LLMClient:
         if cached is not None:
             self.cache_hits += 1
             return cached
-        response = await self._post_with_retries(path, body)
+        response = await self._post(path, body)
         self._cache_write(key, response)
         return response
 
     # ------------------------------------------------------------------ internals
 
-    def _http_client(self) -> httpx.AsyncClient:
-        # A client per request: it cannot outlive its event loop (the routes, the batch command
-        # and tests each run their own), and with the SSL context shared it costs ~10 ms.
-        return httpx.AsyncClient(timeout=self.config.timeout_s, verify=_ssl_context())
+    def _loop_local(self, table: Any, make: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        value = table.get(loop)
+        if value is None:
+            value = table[loop] = make()
+        return value
 
     def _semaphore(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        sem = self._semaphores.get(loop)
-        if sem is None:
-            sem = asyncio.Semaphore(max(1, self.config.max_concurrent))
-            self._semaphores[loop] = sem
-        return sem
+        return self._loop_local(
+            self._semaphores, lambda: asyncio.Semaphore(max(1, self.config.max_concurrent))
+        )
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.config.api_key:
-            headers["Authorization"] = f"Bearer {self.config.api_key}"
-        return headers
+    def _pacer(self) -> _Pacer:
+        return self._loop_local(self._pacers, lambda: _Pacer(self.config.max_pause_s))
+
+    def _sdk(self) -> openai.AsyncOpenAI:
+        """An SDK client for this request: one per request, so it never outlives its event
+        loop (the routes, the batch command and tests each run their own)."""
+        pacer = self._pacer()
+
+        async def before(request: Any) -> None:
+            await pacer.wait()
+            self.requests_sent += 1
+
+        async def after(response: Any) -> None:
+            status = response.status_code
+            if status < 400:
+                return
+            await response.aread()
+            if status in PACED_STATUS:
+                wait = _retry_after_seconds(response.headers)
+                if wait is not None and wait > 0:
+                    pacer.pause(wait)
+                    self.pauses += 1
+            if status in RETRYABLE_STATUS:
+                self._error_message(response)  # logs what the endpoint said (it will retry)
+
+        return openai.AsyncOpenAI(
+            api_key=self.config.api_key or "unused",
+            base_url=self.config.base_url,
+            max_retries=self.config.max_retries,
+            timeout=self.config.timeout_s,
+            http_client=openai.DefaultAsyncHttpxClient(
+                timeout=self.config.timeout_s,
+                event_hooks={"request": [before], "response": [after]},
+            ),
+        )
+
+    def _auth_headers(self) -> dict[str, Any]:
+        """Local servers need no key: then no Authorization header at all."""
+        return {} if self.config.api_key else {"Authorization": openai.Omit()}
 
     def _redact(self, text: str) -> str:
         key = self.config.api_key
@@ -233,8 +289,7 @@ class LLMClient:
     async def _resolve_model(self) -> str:
         if self._model is not None:
             return self._model
-        loop = asyncio.get_running_loop()
-        lock = self._model_locks.setdefault(loop, asyncio.Lock())
+        lock = self._loop_local(self._model_locks, asyncio.Lock)
         async with lock:
             if self._model is None:
                 self._model = await self._first_listed_model()
@@ -246,11 +301,10 @@ class LLMClient:
     async def _first_listed_model(self) -> str:
         url = self._url("models")
         try:
-            async with self._http_client() as http:
-                response = await http.get(url, headers=self._headers())
-            response.raise_for_status()
-            return str(response.json()["data"][0]["id"])
-        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
+            async with self._sdk() as sdk:
+                page = await sdk.models.list(extra_headers=self._auth_headers())
+            return str(page.data[0].id)
+        except (openai.OpenAIError, ValueError, KeyError, IndexError, TypeError) as exc:
             raise LLMError(
                 self._redact(
                     f"no model given and none could be listed at {url} "
@@ -259,55 +313,42 @@ class LLMClient:
                 )
             ) from None
 
-    async def _post_with_retries(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        cfg = self.config
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         url = self._url(path)
-        delay = cfg.initial_backoff_s
-        attempts = cfg.max_retries + 1
-        for attempt in range(attempts):
-            retry_after: float | None = None
-            try:
-                async with self._semaphore():
-                    self.requests_sent += 1
-                    async with self._http_client() as http:
-                        response = await http.post(url, json=body, headers=self._headers())
-            except httpx.TimeoutException as exc:
-                reason = f"timed out ({type(exc).__name__})"
-            except httpx.TransportError as exc:
-                reason = f"connection error ({type(exc).__name__}: {exc})"
-            else:
-                status = response.status_code
-                if status == 200:
-                    try:
-                        data = response.json()
-                    except ValueError:
-                        reason = "HTTP 200 with a body that is not JSON"
-                    else:
-                        if isinstance(data, dict):
-                            return data
-                        reason = "HTTP 200 with a body that is not a JSON object"
-                elif status in RETRYABLE_STATUS:
-                    reason = f"HTTP {status}: {self._error_message(response)}"
-                    retry_after = _retry_after_seconds(response)
-                else:
-                    raise LLMRequestError(status, self._error_message(response)) from None
-            reason = self._redact(reason)
-            if attempt == attempts - 1:
-                raise LLMError(f"LLM request to {url} failed after {attempts} attempts: {reason}")
-            wait = random.uniform(delay * (1 - cfg.jitter), delay * (1 + cfg.jitter))
-            if retry_after is not None:
-                wait = max(wait, min(retry_after, cfg.max_backoff_s))
-            log.warning(
-                "LLM request to %s: %s; retry %d/%d in %.2fs",
-                url,
-                reason,
-                attempt + 1,
-                attempts - 1,
-                wait,
-            )
-            await asyncio.sleep(wait)
-            delay = min(delay * 2, cfg.max_backoff_s)
-        raise AssertionError("unreachable")
+        attempts = self.config.max_retries + 1
+        try:
+            async with self._semaphore(), self._sdk() as sdk:
+                data = await sdk.post(
+                    "/" + path.lstrip("/"),
+                    cast_to=object,
+                    body=body,
+                    options={"headers": self._auth_headers()},
+                )
+        except openai.APIStatusError as exc:
+            message = self._error_message(exc.response)
+            if exc.status_code in RETRYABLE_STATUS:
+                raise LLMError(
+                    f"LLM request to {url} failed after {attempts} attempts: "
+                    f"HTTP {exc.status_code}: {message}"
+                ) from None
+            raise LLMRequestError(exc.status_code, message) from None
+        except openai.APITimeoutError:
+            raise LLMError(
+                f"LLM request to {url} failed after {attempts} attempts: timed out"
+            ) from None
+        except openai.APIConnectionError as exc:
+            cause = exc.__cause__ or exc
+            raise LLMError(
+                self._redact(
+                    f"LLM request to {url} failed after {attempts} attempts: connection error "
+                    f"({type(cause).__name__}: {cause})"
+                )
+            ) from None
+        except openai.OpenAIError as exc:  # e.g. a 200 whose body is not JSON
+            raise LLMError(self._redact(f"LLM request to {url} failed: {exc}")) from None
+        if not isinstance(data, dict):
+            raise LLMError(f"LLM request to {url}: HTTP 200 with a body that is not a JSON object")
+        return data
 
     def _error_message(self, response: httpx.Response) -> str:
         """A summary of an error answer: what its status means, and the endpoint's error code
@@ -382,17 +423,23 @@ _STATUS_SUMMARIES = {
 _ERROR_CODE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
-@functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    # Building one takes ~0.1 s (it loads the CA bundle): once per process.
-    return httpx.create_ssl_context()
-
-
-def _retry_after_seconds(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
+def _retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """Seconds a `Retry-After` (seconds or an HTTP date) or `retry-after-ms` header asks."""
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
     if value is None:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
         return None
+    return max(0.0, when.timestamp() - time.time())
