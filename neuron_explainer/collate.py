@@ -61,12 +61,13 @@ import orjson
 import torch
 from torch import Tensor
 
-from neuron_explainer.activations.corpus import Corpus, CorpusError, as_tokenizer
+from neuron_explainer.activations.corpus import Corpus, CorpusError
 from neuron_explainer.activations.corpus import iter_sequences as corpus_sequences
 from neuron_explainer.activations.datasets import DATASET_JSON, DST_FOLDERS, TOKEN_PAIR_DSTS
 from neuron_explainer.activations.running_state import state_bytes
 from neuron_explainer.activations.sharded_build import CHECKPOINT, BuildResult, run_build
 from neuron_explainer.file_utils import FetchError
+from neuron_explainer.models.tokenizer import as_tokenizer
 
 __all__ = [
     "CHECKPOINT",
@@ -598,7 +599,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from neuron_explainer.models.autoencoder import attach, load_autoencoder_set
-    from neuron_explainer.models.loading import load_model, model_encoding
+    from neuron_explainer.models.loading import load_model, tokenizer_of
 
     device = args.device or (
         "cuda"
@@ -647,7 +648,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"--{kind}-autoencoder {name!r} reads {spec.reads}, not {kind} activations"
                     )
                 attach(model, spec, aes)
-        enc = model_encoding(model)
+        enc = tokenizer_of(model)
         specs = family_specs(model, cfg.dsts)
         print(
             f"collating {sum(s.n_nodes for s in specs)} nodes in {len(specs)} families; kept "

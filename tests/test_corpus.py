@@ -15,10 +15,9 @@ import pytest
 from neuron_explainer.activations.corpus import (
     Corpus,
     CorpusError,
-    TiktokenTokenizer,
     iter_sequences,
 )
-from neuron_explainer.models.tokenizer import get_tokenizer
+from neuron_explainer.models.tokenizer import TiktokenTokenizer, get_tokenizer
 
 DOCS = [f"document {i} " + "word " * (3 + 5 * i) for i in range(6)]
 
@@ -28,11 +27,14 @@ class CharTokenizer:
 
     bos_token_id: int | None = 0
     eos_token_id: int | None = 1
+    n_vocab = 0x110000 + 2
 
     def encode(self, text: str) -> list[int]:
         return [ord(c) + 2 for c in text]
 
-    def token_strings(self, ids: Sequence[int]) -> list[str]:
+    encode_prompt = encode_ordinary = encode
+
+    def decode_tokens(self, ids: Sequence[int]) -> list[str]:
         return [chr(i - 2) if i > 1 else f"<{i}>" for i in ids]
 
 

@@ -24,20 +24,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal
 
 import orjson
+
+from neuron_explainer.models.tokenizer import Tokenizer, as_tokenizer
 
 __all__ = [
     "Corpus",
     "CorpusError",
     "Packing",
-    "TiktokenTokenizer",
-    "Tokenizer",
-    "as_tokenizer",
     "iter_documents",
     "iter_sequences",
 ]
@@ -48,48 +47,6 @@ _DATASET_SUFFIXES = {".parquet": "parquet", ".jsonl": "json", ".json": "json", "
 
 class CorpusError(ValueError):
     """The corpus cannot be read as asked (missing file, missing column, hub unreachable)."""
-
-
-@runtime_checkable
-class Tokenizer(Protocol):
-    """What the builder needs from a model's tokenizer. `bos_token_id`: put at every document
-    start when not None; else `eos_token_id` (if any) ends every document."""
-
-    bos_token_id: int | None
-    eos_token_id: int | None
-
-    def encode(self, text: str) -> list[int]: ...
-
-    def token_strings(self, ids: Sequence[int]) -> list[str]:
-        """Each token's own string, as records store them."""
-        ...
-
-
-class TiktokenTokenizer:
-    """A tiktoken `Encoding` (GPT-2 and the demo's BPE) as a `Tokenizer`: no BOS; its
-    end-of-text token ends each document; special tokens written in the text stay text."""
-
-    def __init__(self, enc: Any) -> None:
-        self.enc = enc
-        self.bos_token_id: int | None = None
-        self.eos_token_id: int | None = getattr(enc, "eot_token", None)
-
-    def encode(self, text: str) -> list[int]:
-        return list(self.enc.encode(text, disallowed_special=()))
-
-    def token_strings(self, ids: Sequence[int]) -> list[str]:
-        from neuron_explainer.models.tokenizer import decode_tokens
-
-        return decode_tokens(self.enc, ids)
-
-
-def as_tokenizer(tok: Any) -> Tokenizer:
-    """`tok` itself if it is a `Tokenizer`, else a tiktoken Encoding wrapped."""
-    if isinstance(tok, Tokenizer):
-        return tok
-    if hasattr(tok, "decode_tokens_bytes") and hasattr(tok, "encode"):
-        return TiktokenTokenizer(tok)
-    raise TypeError(f"{type(tok).__name__} is not a tokenizer (needs encode and token_strings)")
 
 
 @dataclass(frozen=True)
@@ -254,7 +211,7 @@ def _document_tokens(doc: Iterable[str], tok: Tokenizer) -> Iterator[list[int]]:
     if tok.bos_token_id is not None:
         yield [tok.bos_token_id]
     for chunk in doc:
-        yield tok.encode(chunk)
+        yield tok.encode_ordinary(chunk)
     if tok.bos_token_id is None and tok.eos_token_id is not None:
         yield [tok.eos_token_id]
 
@@ -263,7 +220,7 @@ def iter_sequences(
     corpus: Corpus, tokenizer: Any, context: int, seed: int = 0
 ) -> Iterator[list[int]]:
     """The corpus's `context`-token sequences, in order (see the module docstring)."""
-    tok = as_tokenizer(tokenizer)
+    tok = as_tokenizer(tokenizer)  # a tiktoken Encoding or a models.tokenizer.Tokenizer
     buffer: list[int] = []
     for doc in iter_documents(corpus, seed):
         if corpus.packing == "window":

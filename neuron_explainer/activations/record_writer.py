@@ -15,7 +15,6 @@ import torch
 from torch import Tensor
 
 from neuron_explainer.activations.bulk import NodeRow
-from neuron_explainer.activations.corpus import Tokenizer
 from neuron_explainer.activations.datasets import DST_FOLDERS
 from neuron_explainer.activations.records import (
     ActivationRecord,
@@ -25,6 +24,7 @@ from neuron_explainer.activations.records import (
     dumps_record,
 )
 from neuron_explainer.activations.running_state import RunningState, _Family
+from neuron_explainer.models.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
     from neuron_explainer.collate import CollateConfig
@@ -72,7 +72,7 @@ def write_node_files(
 
     def tokens(seq_id: int) -> list[str]:
         if seq_id not in strings:
-            strings[seq_id] = tokenizer.token_strings(state.tokens_of(seq_id))
+            strings[seq_id] = tokenizer.decode_tokens(state.tokens_of(seq_id))
         return strings[seq_id]
 
     def records(ids: list[int], vals: Any) -> list[ActivationRecord]:
@@ -156,7 +156,7 @@ def sequence_strings(
     order = torch.argsort(ids)
     ids, table = ids[order], table[order]
     used, inverse = np.unique(table.numpy(), return_inverse=True)
-    strings = tokenizer.token_strings([int(t) for t in used])
+    strings = tokenizer.decode_tokens([int(t) for t in used])
     return ids.numpy(), inverse.reshape(table.shape).astype(np.int32), strings
 
 

@@ -42,7 +42,7 @@ from neuron_explainer.activations.bulk import (
     rows_per_group_for,
     write_sequences,
 )
-from neuron_explainer.activations.corpus import Corpus, Tokenizer, iter_sequences
+from neuron_explainer.activations.corpus import Corpus, iter_sequences
 from neuron_explainer.activations.datasets import DATASET_JSON, DST_FOLDERS
 from neuron_explainer.activations.record_writer import (
     bulk_rows,
@@ -57,6 +57,7 @@ from neuron_explainer.activations.running_state import (
 )
 from neuron_explainer.activations.shard_worker import ShardWorker
 from neuron_explainer.file_utils import atomic_write_bytes
+from neuron_explainer.models.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
     from neuron_explainer.collate import CollateConfig, FamilySpec

@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 
 from neuron_explainer.file_utils import atomic_write_bytes, cache_dir
@@ -350,7 +349,7 @@ class LLMClient:
             raise LLMError(f"LLM request to {url}: HTTP 200 with a body that is not a JSON object")
         return data
 
-    def _error_message(self, response: httpx.Response) -> str:
+    def _error_message(self, response: Any) -> str:  # an httpx response (the SDK's or ours)
         """A summary of an error answer: what its status means, and the endpoint's error code
         when it gives a short one. The endpoint's own words (which may repeat our prompt, or be
         anything at all) go to the log only, redacted."""

@@ -160,7 +160,8 @@ class Tokenizer(Protocol):
     """What the debugger and the records builder need of a tokenizer."""
 
     n_vocab: int
-    bos_token_id: int | None  # prepended to prompts (None: the model uses no BOS)
+    bos_token_id: int | None  # prepended to prompts and documents (None: the model uses no BOS)
+    eos_token_id: int | None  # ends each document of a corpus when there is no BOS
 
     def encode(self, text: str) -> list[int]:
         """Plain text to ids, no BOS; special tokens written in it become their ids."""
@@ -181,13 +182,14 @@ class Tokenizer(Protocol):
 
 class TiktokenTokenizer:
     """GPT-2's BPE or one of ours (no BOS: the debugger's prompts may start with
-    <|endoftext|> written out)."""
+    <|endoftext|> written out; in a corpus it ends each document)."""
 
     bos_token_id: int | None = None
 
     def __init__(self, enc: tiktoken.Encoding):
         self.enc = enc
         self.n_vocab = enc.n_vocab
+        self.eos_token_id: int | None = enc.eot_token if ENDOFTEXT in enc.special_tokens_set else None
 
     def encode(self, text: str) -> list[int]:
         return encode(self.enc, text)
@@ -219,6 +221,7 @@ class HFTokenizer:
         first = self.tok.encode("a", add_special_tokens=False).ids[0]
         self._prefix = with_special[: with_special.index(first)] if first in with_special else []
         self.bos_token_id = self._prefix[0] if self._prefix else None
+        self.eos_token_id = _eos_of(path, self.tok)
         self._ordinary = RustTokenizer.from_file(str(path))
         self._ordinary.encode_special_tokens = True  # special tokens in corpus text are text
 
@@ -235,6 +238,19 @@ class HFTokenizer:
 
     def decode_tokens(self, ids: Sequence[int]) -> list[str]:
         return [self.tok.decode([i], skip_special_tokens=False) for i in ids]
+
+
+def _eos_of(path: Path, tok: Any) -> int | None:
+    """The end-of-sequence id its tokenizer_config.json names, if any."""
+    config = path.with_name("tokenizer_config.json")
+    try:
+        eos = json.loads(config.read_text()).get("eos_token") if config.is_file() else None
+    except (OSError, ValueError):
+        return None
+    if isinstance(eos, dict):  # an AddedToken written out
+        eos = eos.get("content")
+    token_id = tok.token_to_id(eos) if isinstance(eos, str) else None
+    return int(token_id) if token_id is not None else None
 
 
 def as_tokenizer(tok: Tokenizer | tiktoken.Encoding) -> Tokenizer:
