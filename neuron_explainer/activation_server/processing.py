@@ -36,7 +36,7 @@ from neuron_explainer.debugger.inference import (
     run,
 )
 from neuron_explainer.models.tokenizer import Tokenizer, as_tokenizer
-from neuron_explainer.models.transformer import Transformer
+from neuron_explainer.models.transformer import MODEL_LOCATIONS, Transformer
 
 # API activation location names that differ from our hook locations.
 _LATENT_LOCATIONS = {
@@ -168,7 +168,7 @@ class Debugger:
                 raise RequestError(
                     f"{field}: no {kind} autoencoder is loaded (start the server with one)"
                 ) from None
-        layerless = location in ("resid.post_emb", "resid.ln_f.scale", "resid.post_ln_f", "logits")
+        layerless = location in MODEL_LOCATIONS
         if layerless:
             return Site(location, None)
         if layer is None or not 0 <= layer < self.n_layers:

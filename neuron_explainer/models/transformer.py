@@ -16,6 +16,7 @@ kernel unless someone hooks its scores or probabilities.
 Tensor layouts seen by hooks (b = batch, s = sequence, h = heads, kv = key/value heads):
   resid.*, *.delta_*           (b, s, d_model)
   *_ln.scale, resid.ln_f.scale (b, s, 1)       the norm's divisor, sqrt(var + eps) or rms
+  *_ln.normalized              (b, s, d_model)    the norm's output before its gain (and bias)
   attn.q                       (b, s, h, d_head)  after qk-norm and rotation
   attn.k / attn.v              (b, s, kv, d_head)
   attn.qk_logits / qk_probs    (b, h, s_query, s_key)   scores already scaled and soft-capped
@@ -57,6 +58,7 @@ Hook = Callable[[Tensor], Tensor | None]
 # Hook point locations inside each block, in the order the forward pass reaches them.
 BLOCK_LOCATIONS = (
     "attn_ln.scale",
+    "attn_ln.normalized",
     "resid.post_attn_ln",
     "attn.q",
     "attn.k",
@@ -67,22 +69,27 @@ BLOCK_LOCATIONS = (
     "attn.head_out",
     "attn.out",
     "attn_post_ln.scale",
+    "attn_post_ln.normalized",
     "resid.delta_attn",
     "resid.post_attn",
     "mlp_ln.scale",
+    "mlp_ln.normalized",
     "resid.post_mlp_ln",
     "mlp.pre_act",
     "mlp.up",
     "mlp.post_act",
     "mlp.out",
     "mlp_post_ln.scale",
+    "mlp_post_ln.normalized",
     "resid.delta_mlp",
     "resid.post_mlp",
 )
 # Hook point locations outside the blocks.
-MODEL_LOCATIONS = ("resid.post_emb", "resid.ln_f.scale", "resid.post_ln_f", "logits")
+MODEL_LOCATIONS = ("resid.post_emb", "resid.ln_f.scale", "resid.ln_f.normalized", "resid.post_ln_f", "logits")
 HOOK_LOCATIONS = MODEL_LOCATIONS + BLOCK_LOCATIONS
-_SANDWICH_ONLY = ("attn.out", "attn_post_ln.scale", "mlp.out", "mlp_post_ln.scale")
+_SANDWICH_ONLY = (
+    "attn.out", "attn_post_ln.scale", "attn_post_ln.normalized", "mlp.out", "mlp_post_ln.scale", "mlp_post_ln.normalized",
+)
 
 
 def hook_name(location: str, layer: int | None = None) -> str:
@@ -316,7 +323,9 @@ class Transformer(nn.Module):
             x32 = x32 - x32.mean(-1, keepdim=True)
         scale = (x32.pow(2).mean(-1, keepdim=True) + norm.eps).sqrt()
         scale = self.hook(scale_name, scale)
-        out = x32 / scale * norm.gain().to(x32.dtype)
+        # before the gain: what TransformerLens calls hook_normalized (transcoders read it)
+        normalized = self.hook(scale_name.removesuffix("scale") + "normalized", x32 / scale)
+        out = normalized * norm.gain().to(x32.dtype)
         if norm.bias is not None:
             out = out + norm.bias.to(x32.dtype)
         return out.to(x.dtype)
