@@ -144,7 +144,8 @@ class FamilySpec:
 def _autoencoders(model: Any) -> dict[str, list[tuple[str, Any, str]]]:
     """kind ("mlp" / "attention") -> [(hook point read, autoencoder, latents hook name)]."""
     out: dict[str, list[tuple[str, Any, str]]] = {}
-    for at, (ae, latents) in getattr(model, "_autoencoders", {}).items():
+    for att in model.attachments():
+        at, ae, latents = att.reads, att.coder, att.latents
         kind = "mlp" if ".mlp_autoencoder." in latents else "attention"
         out.setdefault(kind, []).append((at, ae, latents))
     return out
@@ -249,7 +250,7 @@ class Recorder:
                         names.add(latents)
                         self._latents[(kind, s.layer)] = latents
                         if s.dst == "flattened_attn_write_to_latent_summed_over_heads":
-                            self._encoders[s.layer] = ae.encoder.weight
+                            self._encoders[s.layer] = ae.affine_read_directions()
         self.names = sorted(names)
         # Gram matrices W_O_h^T W_O_h: ||v W_O_h|| = sqrt(v G_h v) without materialising writes.
         self._gram: dict[int, Tensor] = {}

@@ -283,7 +283,22 @@ def build_debugger(args: argparse.Namespace) -> Debugger:
                 for p in ae.parameters():
                     p.requires_grad_(False)
             names[kind] = name
+    attach_community_coders(model, args.sae, args.transcoders, device)
     return Debugger(model, tokenizer_of(model), args.model_name or args.model, names.get("mlp"), names.get("attention"))
+
+
+def attach_community_coders(model: Any, saes: list[str], transcoders: str | None, device: str) -> None:
+    """--sae (each a release:sae_id, hf://repo/path or folder) and --transcoders (a transcoder
+    set): loaded, placed on the model's family and attached as debugger nodes."""
+    from neuron_explainer.models.saes import load_sae, load_transcoder_set
+    from neuron_explainer.models.saes.attach import attach_as_node
+
+    coders = [load_sae(spec, device=device) for spec in saes]
+    if transcoders:
+        coders += list(load_transcoder_set(transcoders, device=device))
+    for coder in coders:
+        coder.requires_grad_(False)
+        attach_as_node(model, coder)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -299,6 +314,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--attention-autoencoder", help="autoencoder set name (e.g. ae-resid-delta-attn-v4) or folder "
                    "(default for the demo model: demo-ae-resid-delta-attn)")
     p.add_argument("--no-autoencoders", action="store_true", help="do not attach the demo model's autoencoders")
+    p.add_argument("--sae", action="append", default=[], metavar="SPEC",
+                   help="a community SAE, repeatable: SAELens RELEASE:SAE_ID (gpt2-small-res-jb:blocks.8.hook_resid_pre), "
+                   "hf://owner/repo/path, or a local folder (SAELens, Gemma Scope, Llama Scope layouts)")
+    p.add_argument("--transcoders", metavar="SET",
+                   help="a transcoder set (circuit-tracer's config.yaml layout): a folder or hf://owner/repo")
     p.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--host", default="127.0.0.1")

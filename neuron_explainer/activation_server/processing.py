@@ -96,11 +96,11 @@ class Debugger:
 
     @property
     def has_mlp_autoencoder(self) -> bool:
-        return any(n.endswith(sc.MLP_LATENTS) for _, n in self.model._autoencoders.values())
+        return any(a.latents.endswith(sc.MLP_LATENTS) for a in self.model.attachments())
 
     @property
     def has_attention_autoencoder(self) -> bool:
-        return any(n.endswith(sc.ATTN_LATENTS) for _, n in self.model._autoencoders.values())
+        return any(a.latents.endswith(sc.ATTN_LATENTS) for a in self.model.attachments())
 
     def _n_latents(self, kind: str) -> int | None:
         try:
@@ -571,7 +571,10 @@ class Debugger:
                     return None
                 # an ungated MLP is differentiated through its pre-activations (GELU taken as
                 # the identity, as the seed does), a gated one through its activation
-                onto = ae.encoder.weight[t[-1]].float()
+                rows = ae.affine_read_directions()
+                if rows is None:
+                    return None
+                onto = rows[t[-1]].float()
             else:
                 return None
             y = rec.activations[Site("resid.post_mlp_ln", layer)][t[0]]
@@ -654,7 +657,11 @@ class Debugger:
             probs = rec.activations[Site("attn.qk_probs", layer)][q, : q + 1].float()  # (keys, H)
             values = self.model.expand_kv(rec.activations[Site("attn.v", layer)][: q + 1].float())
             writes = torch.einsum("khe,hed->khd", values, self.weights.head_write(layer))
-            per_key = torch.einsum("kh,khd,d->k", probs, writes, ae.encoder.weight[latent].float())
+            rows = ae.affine_read_directions()
+            if rows is None:  # its encoder is not linear in the attention output
+                out.append(None)
+                continue
+            per_key = torch.einsum("kh,khd,d->k", probs, writes, rows[latent].float())
             scale = self.model.write_scale_location("attn")
             if scale is not None:  # the latent reads the write after the post-attention norm
                 per_key = per_key / rec.activations[Site(scale, layer)][q].float()

@@ -65,8 +65,11 @@ class Weights:
 
         def make() -> Tensor:
             ae, reads = self.autoencoder(kind, layer)
-            decoder = ae.decoder.weight  # (n_inputs, n_latents)
-            return self.mlp_write(layer) @ decoder.float() if reads == "mlp.post_act" else decoder
+            rows = ae.write_directions()
+            if rows is None:
+                raise ValueError(f"the {kind} latents of layer {layer} write a direction that depends on the input")
+            decoder = rows.T.float()  # (n_inputs, n_latents)
+            return self.mlp_write(layer) @ decoder if reads == "mlp.post_act" else decoder
 
         return self._cached((kind, layer), make)
 
@@ -78,9 +81,9 @@ class Weights:
     def autoencoder(self, kind: str, layer: int) -> tuple[Any, str]:
         """The autoencoder producing latents `kind` at `layer` and the location it reads."""
         name = f"blocks.{layer}.{kind}"
-        for at, (ae, latents) in self.model._autoencoders.items():
-            if latents == name:
-                return ae, at.split(".", 2)[2]
+        for a in self.model.attachments():
+            if a.latents == name:
+                return a.coder, a.reads.split(".", 2)[2]
         raise KeyError(f"no autoencoder produces {name}")
 
     def latent_sublayer(self, kind: str, layer: int) -> str | None:

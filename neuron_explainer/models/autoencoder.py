@@ -48,7 +48,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
@@ -204,13 +204,23 @@ class SparseAutoencoder(nn.Module):
         values = F.relu(top.values) if self.topk_postact == "relu" else top.values
         return torch.zeros_like(pre).scatter(-1, top.indices, values)
 
-    def decode(self, latents: Tensor) -> Tensor:
+    def decode(self, latents: Tensor, x: Tensor | None = None) -> Tensor:
+        """`x` (the encoded input) is not needed here; it is accepted as the community's sparse
+        coders take it."""
         return F.linear(latents, self.decoder.weight) + self.pre_bias
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(latents, reconstruction)."""
         latents = self.encode(x)
         return latents, self.decode(latents)
+
+    def affine_read_directions(self) -> Tensor:
+        """(n_latents, n_inputs): latent i's pre-activation is row i . x plus a constant."""
+        return self.encoder.weight
+
+    def write_directions(self) -> Tensor:
+        """(n_latents, n_inputs): what latent i adds to the reconstruction per unit of it."""
+        return self.decoder.weight.T
 
     def decoder_directions(self) -> Tensor:
         """(n_latents, n_inputs): row i is what latent i writes per unit of activation (a view of
@@ -669,9 +679,8 @@ def attach(
         raise ValueError(
             f"got {len(autoencoders)} autoencoders for a model with {model.cfg.n_layers} layers"
         )
-    # hook point -> latents name of autoencoders already attached
-    attached = cast(dict[str, tuple[Any, str]], getattr(model, "_autoencoders", {}))
-    taken = {latents: at for at, (_, latents) in attached.items()}
+    # latents name -> hook point of autoencoders already attached
+    taken = {a.latents: a.reads for a in model.attachments()}
     names = []
     expected = _width(model, spec.reads)
     for layer, ae in enumerate(autoencoders):
@@ -687,6 +696,7 @@ def attach(
                 f"hook point {latents} is already used by the autoencoder at {taken[latents]}; "
                 "remove_autoencoders() first"
             )
+        model.detach(latents)  # the same set attached again replaces itself
         model.add_autoencoder(at, ae.to(model.device), latents)
         names.append(latents)
     return names

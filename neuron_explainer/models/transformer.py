@@ -38,7 +38,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 import torch.nn as nn
@@ -48,10 +49,10 @@ from torch import Tensor
 from neuron_explainer.models import rope
 from neuron_explainer.models.config import TransformerConfig
 
-if TYPE_CHECKING:
-    from neuron_explainer.models.autoencoder import SparseAutoencoder
-
-__all__ = ["BLOCK_LOCATIONS", "HOOK_LOCATIONS", "MODEL_LOCATIONS", "Hook", "Transformer", "TransformerConfig", "hook_name"]
+__all__ = [
+    "BLOCK_LOCATIONS", "HOOK_LOCATIONS", "MODEL_LOCATIONS", "Attachment", "Hook", "SparseCoderLike",
+    "Transformer", "TransformerConfig", "hook_name",
+]
 
 Hook = Callable[[Tensor], Tensor | None]
 
@@ -90,6 +91,34 @@ HOOK_LOCATIONS = MODEL_LOCATIONS + BLOCK_LOCATIONS
 _SANDWICH_ONLY = (
     "attn.out", "attn_post_ln.scale", "attn_post_ln.normalized", "mlp.out", "mlp_post_ln.scale", "mlp_post_ln.normalized",
 )
+
+
+class SparseCoderLike(Protocol):
+    """What the model needs of an attached sparse autoencoder or transcoder (OpenAI's
+    `autoencoder.SparseAutoencoder`, the community's `saes.SparseCoder`)."""
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    def encode(self, x: Tensor) -> Tensor: ...
+
+    def decode(self, latents: Tensor, x: Tensor | None = None) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A sparse coder inside the forward pass: it encodes the activation at hook point `reads`
+    and reconstructs the one at `writes` (the same point for an SAE; the MLP's output for a
+    transcoder reading its input); its latents are the hook point `latents`."""
+
+    coder: Any  # a SparseCoderLike (Any: it is also an nn.Module)
+    reads: str
+    writes: str
+    latents: str
+
+    @property
+    def is_transcoder(self) -> bool:
+        return self.reads != self.writes
 
 
 def hook_name(location: str, layer: int | None = None) -> str:
@@ -166,8 +195,10 @@ class Transformer(nn.Module):
         self._act = _ACTIVATIONS[cfg.activation]
         self._fwd_hooks: dict[str, list[Hook]] = {}
         self._bwd_hooks: dict[str, list[Hook]] = {}
-        # hook point name -> (autoencoder, name of the hook point for its latents)
-        self._autoencoders: dict[str, tuple[SparseAutoencoder, str]] = {}
+        self._attachments: list[Attachment] = []
+        self._by_reads: dict[str, list[Attachment]] = {}  # transcoders, by the point they read
+        self._by_writes: dict[str, list[Attachment]] = {}  # all, by the point they rebuild
+        self._inputs: dict[str, Tensor] = {}  # a transcoder's input, from `reads` to `writes`
         self.source: str | None = None  # folder or URL the weights came from (set by loading.py)
         self.tokenizer_path: str = cfg.tokenizer  # what to pass to tokenizer.load_tokenizer
         self._token_stats: tuple[Any, Tensor, Tensor] | None = None  # see read_tokens
@@ -211,8 +242,10 @@ class Transformer(nn.Module):
             out = fn(x)
             if out is not None:
                 x = out
-        if name in self._autoencoders:
-            x = self._through_autoencoder(x, *self._autoencoders[name])
+        for att in self._by_reads.get(name, ()):
+            self._inputs[att.latents] = x
+        for att in self._by_writes.get(name, ()):
+            x = self._through_coder(att, x if not att.is_transcoder else self._inputs.pop(att.latents), x)
         if name in self._bwd_hooks and x.requires_grad:
             for fn in self._bwd_hooks[name]:
                 x.register_hook(fn)
@@ -258,7 +291,7 @@ class Transformer(nn.Module):
         return tuple(loc for loc in BLOCK_LOCATIONS if loc not in drop)
 
     def _check_hook_name(self, name: str) -> None:
-        if name in MODEL_LOCATIONS or any(n == name for _, n in self._autoencoders.values()):
+        if name in MODEL_LOCATIONS or any(a.latents == name for a in self._attachments):
             return
         parts = name.split(".", 2)
         ok = (
@@ -290,28 +323,62 @@ class Transformer(nn.Module):
             logits = self(tokens, pad=pad)
         return logits, cache
 
-    # ---------------------------------------------------------- autoencoders
+    # ------------------------------------------------------ sparse coders
 
-    def add_autoencoder(self, at: str, ae: SparseAutoencoder, latents_name: str) -> None:
-        """Route the activation at hook point `at` through `ae`, exposing its latents as hook
-        point `latents_name`. The model's output is unchanged (the reconstruction error is added
-        back), but ablating or reading gradients of latents now works like for any activation."""
-        self._check_hook_name(at)
-        self._autoencoders[at] = (ae, latents_name)
+    def attach(self, coder: SparseCoderLike, reads: str, latents: str, writes: str | None = None) -> Attachment:
+        """Run `coder` inside the forward pass: it encodes the activation at hook point `reads`
+        and reconstructs the one at `writes` (default: `reads`, an SAE; a transcoder reads the
+        MLP's input and writes its output). Its latents become hook point `latents`, which hooks
+        read, ablate or trace like any activation. Outputs are unchanged: the reconstruction
+        error is added back, so every gradient is the plain model's."""
+        writes = writes or reads
+        self._check_hook_name(reads)
+        self._check_hook_name(writes)
+        if any(a.latents == latents for a in self._attachments) or latents in HOOK_LOCATIONS:
+            raise ValueError(f"hook point {latents!r} is already taken: detach_all() first, or name the latents otherwise")
+        if reads != writes and _forward_order(reads) >= _forward_order(writes):
+            raise ValueError(f"a transcoder must read before it writes: {reads} does not come before {writes}")
+        att = Attachment(coder, reads, writes, latents)
+        self._attachments.append(att)
+        if att.is_transcoder:
+            self._by_reads.setdefault(reads, []).append(att)
+        self._by_writes.setdefault(writes, []).append(att)
+        return att
 
-    def remove_autoencoders(self) -> None:
-        self._autoencoders.clear()
+    def attachments(self) -> list[Attachment]:
+        return list(self._attachments)
 
-    def _through_autoencoder(self, x: Tensor, ae: SparseAutoencoder, latents_name: str) -> Tensor:
-        latents = ae.encode(x.to(ae.dtype))
-        # error = x - decode(encode(x)) keeps its gradient path to x, so d(out)/dx is exactly the
-        # identity and upstream gradients are those of the plain model.
-        error = x - ae.decode(latents).to(x.dtype)
+    def detach(self, latents: str) -> None:
+        """Take out the sparse coder whose latents are hook point `latents` (if any)."""
+        self._attachments = [a for a in self._attachments if a.latents != latents]
+        for table in (self._by_reads, self._by_writes):
+            for name in list(table):
+                table[name] = [a for a in table[name] if a.latents != latents]
+                if not table[name]:
+                    del table[name]
+
+    def detach_all(self) -> None:
+        self._attachments.clear()
+        self._by_reads.clear()
+        self._by_writes.clear()
+
+    # OpenAI-style names for the SAE case
+    def add_autoencoder(self, at: str, ae: SparseCoderLike, latents_name: str) -> None:
+        self.attach(ae, at, latents_name)
+
+    remove_autoencoders = detach_all
+
+    def _through_coder(self, att: Attachment, x_in: Tensor, y: Tensor) -> Tensor:
+        coder = att.coder
+        latents = coder.encode(x_in.to(coder.dtype))
+        # error = y - decode(encode(x_in)) keeps its gradient paths, so d(out)/dy is exactly the
+        # identity, d(out)/d(x_in) is zero, and upstream gradients are those of the plain model.
+        error = y - coder.decode(latents, x_in).to(y.dtype)
         # The hook point gets its own tensor: were it `latents` itself, its gradient would sum
         # both decode paths, which cancel to exactly zero (and in-place edits by hooks would
         # corrupt what `error`'s backward saved).
-        hooked = self.hook(latents_name, latents.clone() if self._hooked(latents_name) else latents)
-        return ae.decode(hooked).to(x.dtype) + error
+        hooked = self.hook(att.latents, latents.clone() if self._hooked(att.latents) else latents)
+        return coder.decode(hooked, x_in).to(y.dtype) + error
 
     # --------------------------------------------------------------- forward
 
@@ -422,6 +489,7 @@ class Transformer(nn.Module):
         right); padded keys are never attended to and positions count only real tokens."""
         cfg = self.cfg
         b, s = tokens.shape
+        self._inputs.clear()
         if s > cfg.ctx_window:
             raise ValueError(f"sequence of {s} tokens exceeds the context window {cfg.ctx_window}")
         mask = None
@@ -613,6 +681,14 @@ class Transformer(nn.Module):
         if self.cfg.gated_mlp:
             return self._act(mlp.gate_layer(normed)) * mlp.in_layer(normed)
         return mlp.in_layer(normed)
+
+
+def _forward_order(name: str) -> tuple[float, int]:
+    """Where a model hook point comes in the forward pass, as a sortable key."""
+    if name.startswith("blocks."):
+        _, layer, location = name.split(".", 2)
+        return int(layer), BLOCK_LOCATIONS.index(location)
+    return (-1, 0) if name == "resid.post_emb" else (float("inf"), MODEL_LOCATIONS.index(name))
 
 
 def _causal(s: int, device: torch.device, window: int | None = None) -> Tensor:

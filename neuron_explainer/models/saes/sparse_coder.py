@@ -356,6 +356,22 @@ class SparseCoder(nn.Module):
         normalizations, see `output_scale`)."""
         return self.W_dec
 
+    def affine_read_directions(self) -> Tensor | None:
+        """(n_latents, d_in) rows such that latent i's pre-activation is row i . x plus a constant
+        for the raw input x (centring folded in), or None when it is not affine in x (an
+        input-dependent normalization, hook_z's reshaping aside)."""
+        if self.normalizer.input_dependent:
+            return None
+        rows = self.encoder_directions()
+        return rows - rows.mean(-1, keepdim=True) if self.center_input else rows
+
+    def write_directions(self) -> Tensor | None:
+        """(n_latents, d_out): what latent i adds to the output per unit of it, or None when that
+        depends on the input (an SAE undoing an input-dependent normalization)."""
+        if not self.is_transcoder and self.normalizer.input_dependent:
+            return None
+        return self.W_dec
+
     def encoder_directions(self) -> Tensor:
         """(n_latents, d_in): row i is the gradient of latent i's pre-activation with respect to
         the (prepared, normalized) input; for gated SAEs that of the magnitude path."""
