@@ -363,6 +363,10 @@ def apply_demo_defaults(args: argparse.Namespace) -> None:
         args.mlp_autoencoder = demo.MLP_AUTOENCODER_NAME
     if args.attention_autoencoder is None and demo.ATTN_AUTOENCODER_NAME in AUTOENCODERS:
         args.attention_autoencoder = demo.ATTN_AUTOENCODER_NAME
+    if not args.sae:  # its residual-stream SAEs, one per layer
+        args.sae = [str(p) for p in sorted(demo.RESID_SAES_DIR.glob("blocks.*.hook_resid_post"))]
+    if args.transcoders is None and (demo.TRANSCODERS_DIR / "config.yaml").is_file():
+        args.transcoders = str(demo.TRANSCODERS_DIR)
     if demo.DATASET_DIR.is_dir() and not any(d.startswith(demo.NAME + "=") for d in args.dataset):
         args.dataset.append(f"{demo.NAME}={demo.DATASET_DIR}")
 

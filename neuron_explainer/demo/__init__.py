@@ -3,7 +3,9 @@
 The trained artifacts ship inside this package and are registered under short names, so the
 server's defaults work on a machine with no network:
   model `demo` (model/), autoencoder sets `demo-ae-resid-delta-mlp` and `demo-ae-resid-delta-attn`
-  (autoencoders/), and the neuron-record dataset `demo` (datasets/).
+  (autoencoders/), transcoders on every MLP (transcoders/, circuit-tracer's layout) and
+  residual-stream SAEs after every block (resid_saes/, SAELens' layout), and the neuron-record
+  dataset `demo` (datasets/).
 The autoencoder names say what they read, as the published sets' names do (`ae-resid-delta-mlp-v4`
 reads resid.delta_mlp): the original web client finds the dataset of a latent by looking for
 `resid-delta-mlp`, `mlp-post-act` or `resid-delta-attn` in the autoencoder names of its URL.
@@ -15,6 +17,8 @@ HERE = Path(__file__).parent
 MODEL_DIR = HERE / "model"
 MLP_AUTOENCODERS_DIR = HERE / "autoencoders" / "mlp"
 ATTN_AUTOENCODERS_DIR = HERE / "autoencoders" / "attn"
+TRANSCODERS_DIR = HERE / "transcoders"
+RESID_SAES_DIR = HERE / "resid_saes"
 DATASET_DIR = HERE / "datasets"
 NAME = "demo"
 MLP_AUTOENCODER_NAME = "demo-ae-resid-delta-mlp"

@@ -240,10 +240,11 @@ def format_table(r: dict[str, Any]) -> str:
 
 
 def model_card(
-    results: dict[str, Any], summary: dict[str, Any] | None, ae_metrics: dict[str, Any] | None
+    results: dict[str, Any], summary: dict[str, Any] | None, ae_metrics: dict[str, Any] | None,
+    tc_metrics: dict[str, Any] | None = None,
 ) -> str:
-    """A markdown model card from evaluate's results, train.py's summary.json and
-    train_autoencoders.py's metrics.json."""
+    """A markdown model card from evaluate's results, train.py's summary.json,
+    train_autoencoders.py's metrics.json and train_transcoders.py's metrics.json."""
     lines = ["# Demo model: a small GPT-2 trained offline", ""]
     if summary:
         cfg, a = summary["config"], summary["args"]
@@ -337,6 +338,28 @@ def model_card(
             "from their training.",
             "",
         ]
+    if tc_metrics:
+        a = tc_metrics["args"]
+        lines += [
+            "## Transcoders and residual-stream SAEs (`python -m neuron_explainer.demo.train_transcoders`)",
+            "",
+            "| set | reads -> writes | latents | layer | FVE | mean L0 | dead fraction |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for kind, where in (("transcoders", "`mlp_ln.normalized` -> `resid.delta_mlp`"), ("resid_saes", "`resid.post_mlp`")):
+            for row in tc_metrics[kind]:
+                lines.append(
+                    f"| {kind} | {where} | {row['n_latents']} (BatchTopK k={a['k']}, as JumpReLU) | {row['layer']} | "
+                    f"{row['fve']:.3f} | {row['mean_l0']:.1f} | {row['dead_fraction']:.1%} |"
+                )
+        lines += [
+            "",
+            f"Trained on {a['tokens']} activations per layer ({a['steps']} steps of {a['batch']}); a "
+            "transcoder's FVE is of the MLP output it predicts; measured on the last 10%, held out from "
+            "their training. Saved in circuit-tracer's transcoder-set layout (`transcoders/`) and "
+            "SAELens' layout (`resid_saes/`), in float16.",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -353,6 +376,7 @@ def main() -> None:
     ap.add_argument("--results", help="skip evaluating: read the results from this JSON")
     ap.add_argument("--summary", help="train.py's summary.json, for the card")
     ap.add_argument("--ae-metrics", help="train_autoencoders.py's metrics.json, for the card")
+    ap.add_argument("--tc-metrics", help="train_transcoders.py's metrics.json, for the card")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.results:  # only (re)write the card from earlier results
@@ -366,7 +390,7 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(r, indent=2) + "\n")
     if args.card:
         load = lambda p: json.loads(Path(p).read_text()) if p else None  # noqa: E731
-        Path(args.card).write_text(model_card(r, load(args.summary), load(args.ae_metrics)))
+        Path(args.card).write_text(model_card(r, load(args.summary), load(args.ae_metrics), load(args.tc_metrics)))
 
 
 if __name__ == "__main__":

@@ -37,9 +37,10 @@ SITES = {"mlp": "resid.delta_mlp", "attn": "resid.delta_attn"}
 
 @torch.no_grad()
 def collect(
-    model: Transformer, enc: Any, corpus_dir: str, n_tokens: int, seed: int, batch: int = 16
+    model: Transformer, enc: Any, corpus_dir: str, n_tokens: int, seed: int, batch: int = 16,
+    sites: dict[str, str] = SITES,
 ) -> dict[str, list[Tensor]]:
-    """{site: [per-layer (n_tokens, d_model) fp32 activations]}."""
+    """{site: [per-layer (n_tokens, width) fp32 activations]} for `sites` (name -> location)."""
     eot = enc.encode_single_token(ENDOFTEXT)
     docs = enc.encode_ordinary_batch(data.read_corpus(corpus_dir))
     corpus = np.concatenate([np.array([*d, eot], dtype=np.int32) for d in docs])
@@ -52,7 +53,7 @@ def collect(
     )
     mix = data.Mix(0.7, 0.2, 0.1)
     names_ = [
-        f"blocks.{layer}.{loc}" for loc in SITES.values() for layer in range(model.cfg.n_layers)
+        f"blocks.{layer}.{loc}" for loc in sites.values() for layer in range(model.cfg.n_layers)
     ]
     acts: dict[str, list[Tensor]] = {n: [] for n in names_}
     got, step = 0, 0
@@ -64,7 +65,7 @@ def collect(
         got += tokens.numel()
         step += 1
     out: dict[str, list[Tensor]] = {}
-    for site, loc in SITES.items():
+    for site, loc in sites.items():
         out[site] = [
             torch.cat(acts[f"blocks.{layer}.{loc}"])[:n_tokens]
             for layer in range(model.cfg.n_layers)

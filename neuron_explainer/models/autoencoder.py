@@ -347,10 +347,12 @@ def load_autoencoder(
     *,
     device: torch.device | str | None = None,
     hint: str | None = None,
+    dtype: torch.dtype | None = torch.float32,
 ) -> SparseAutoencoder:
     """Load one autoencoder from a local `.pt` file or an http(s) URL (downloaded once, then
-    served from the cache). Its parameters are frozen (requires_grad False): gradients still
-    flow *through* it. Raises file_utils.FetchError or ValueError with a one-line message."""
+    served from the cache), its weights cast to `dtype` (None keeps the file's: the demo's are
+    stored in float16). Its parameters are frozen (requires_grad False): gradients still flow
+    *through* it. Raises file_utils.FetchError or ValueError with a one-line message."""
     path = file_utils.fetch(location, hint=hint)
     try:
         sd = torch.load(path, map_location=device or "cpu", weights_only=True)
@@ -360,6 +362,8 @@ def load_autoencoder(
             f"{location} is not a torch-saved autoencoder state dict ({type(e).__name__}: {detail})"
         ) from e
     ae = SparseAutoencoder.from_state_dict(sd, source=str(location))
+    if dtype is not None:
+        ae = ae.to(dtype)
     ae.requires_grad_(False)
     return ae
 

@@ -72,7 +72,7 @@ def latent_kind(reads: str, writes: str) -> tuple[str, int]:
             )
         return _SAE_KINDS[location], layer
     (in_layer, read), (layer, written) = _split(reads), _split(writes)
-    reads_mlp_input = read in _MLP_INPUTS and in_layer == layer or (read == "resid.post_mlp" and in_layer == layer - 1)
+    reads_mlp_input = (read in _MLP_INPUTS and in_layer == layer) or (read == "resid.post_mlp" and in_layer == layer - 1)
     if not reads_mlp_input or written not in _MLP_OUTPUTS:
         raise ValueError(
             f"a transcoder from {reads} to {writes} is not a debugger node: transcoders read an "
