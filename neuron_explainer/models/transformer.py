@@ -484,9 +484,13 @@ class Transformer(nn.Module):
             x = x + self.pos_embed(positions)
         return x
 
-    def forward(self, tokens: Tensor, pad: Tensor | None = None) -> Tensor:
+    def forward(self, tokens: Tensor, pad: Tensor | None = None, logit_positions: Tensor | None = None) -> Tensor:
         """tokens: (b, s) ints. pad: (b, s) bools, True where a position is padding (left or
-        right); padded keys are never attended to and positions count only real tokens."""
+        right); padded keys are never attended to and positions count only real tokens.
+        logit_positions: (b, p) indices of the positions whose logits are wanted (the final
+        norm, the unembedding and their hook points then see (b, p, ...)); None: all of them.
+        The unembedding is the largest matmul of a short prompt, and a loss at the last token
+        needs it there only."""
         cfg = self.cfg
         b, s = tokens.shape
         self._inputs.clear()
@@ -514,6 +518,8 @@ class Transformer(nn.Module):
             ln_x = self.hook(p + "resid.post_mlp_ln", self._norm(x, blk.ln_2, p + "mlp_ln.scale"))
             mlp = self._sublayer_write(i, "mlp", self._mlp(i, ln_x))
             x = self.hook(p + "resid.post_mlp", x + attn + mlp if cfg.parallel else x + mlp)
+        if logit_positions is not None:
+            x = x.gather(1, logit_positions[:, :, None].expand(-1, -1, x.shape[-1]))
         x = self.hook("resid.post_ln_f", self._norm(x, self.final_ln, "resid.ln_f.scale"))
         logits = self.unembed(x)
         if cfg.final_softcap is not None:
