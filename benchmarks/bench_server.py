@@ -1,61 +1,39 @@
-"""Cost of a `/batched_tdb` request against one bare forward + backward pass.
+"""What a debugger request costs, against one bare forward + backward pass, on every family.
 
-    .venv/bin/python benchmarks/bench_server.py            # GPT-2 small, 64 tokens
-    .venv/bin/python benchmarks/bench_server.py --quick    # fewer repetitions
-    .venv/bin/python benchmarks/bench_server.py --quick --layers 2 --d-model 64 --tokens 16
-    .venv/bin/python benchmarks/bench_server.py --profile-only  # where the request's time goes
+    .venv/bin/python benchmarks/bench_server.py                 # GPT-2, Llama-style, Gemma 2
+    .venv/bin/python benchmarks/bench_server.py --quick         # fewer repetitions
+    .venv/bin/python benchmarks/bench_server.py --families gpt2 --scaling   # 16 ... 1024 tokens
+    .venv/bin/python benchmarks/bench_server.py --families gpt2 --profile   # where the time goes
 
-About 85 CPU-seconds for the default run (1.5 min of wall time on 2 idle cores, 3-4 min on a
-loaded machine); --profile-only about 35 CPU-seconds; --profile does both.
+Models: each family at GPT-2 small's size (12 layers, d_model 768, 12 heads, MLP 3072,
+vocabulary 50257; Llama-style with 4 key/value heads, SwiGLU, RMSNorm, rotary positions; Gemma 2
+with its post-norms and soft-caps), random weights built by `transformers`, fp32, CPU,
+torch.set_num_threads(--threads); GPT-2's tokenizer for all (the models use its vocabulary).
 
-Model: random weights (GPT-2 initialisation), fp32, CPU, torch.set_num_threads(2); parameters
-frozen as the server freezes them. The prompt starts with <|endoftext|> and encodes to exactly
---tokens tokens; the loss is the logit difference " Canada" - " Germany" at the last token.
-
-Rows (median of the timed rounds, after a warm-up; wall time and CPU time):
-  baseline        one forward + backward of the logit difference, gradient to the input
-                  embeddings only (a leaf requiring grad; weights frozen), no hooks;
-  in-process      `Debugger.batched_tdb` on the client's request (no HTTP, no serialisation);
-  HTTP full       POST /batched_tdb with httpx to a real uvicorn (127.0.0.1, free port,
-                  background thread) in the server subprocess (b): the original client's first
-                  request;
-  HTTP ablated    the same with two sub-requests (one MLP neuron ablated, and unablated), as
-                  the client sends after an ablation.
-The benchmark process times the baseline and the in-process call itself and the HTTP requests
-against (b), round by round (only one side computes at a time), so drifting load from other
-processes on the machine hits every row alike. Ratios are median/median, and in brackets
-min/min: contention only ever adds time, so the minima are the steadier estimate on a busy
-machine. CPU time (all threads; for HTTP rows the server's plus the client's) is the steadiest
-measure of work on a shared machine. OMP_WAIT_POLICY defaults to PASSIVE (see main()).
-
-Peak memory is each process's peak RSS (ru_maxrss / VmHWM), each in a fresh subprocess:
-  (a) loads the model and runs the baseline only;
-  (b) the server: loads the model, builds the Debugger and the app, serves and answers every
-      HTTP request above (the client is another process). Also reported: its peak while
-      answering one request alone (freed memory handed back with malloc_trim, VmHWM reset
-      first), including the first request, which also fills the weight caches.
-
---profile runs a third subprocess: a stage breakdown of what the route does (request parsing,
-batched_tdb, model_dump and orjson's JSON encoding, as the route does them), the exclusive
-wall and CPU time of each part of batched_tdb (inference.run, each scalar, top-k selection,
-scored tokens, ...; measured by wrapping those functions in this process only), cProfile's top
-entries by cumulative time, the entries of processing.py / inference.py / scalars.py, and
-torch's top operators by self CPU time and by memory allocated.
+Per family and request, in one run, interleaved round by round (only one side computes at a
+time, so drifting load hits every row alike; medians, and minima in brackets):
+  bare        one forward + backward of the logit difference " Canada" - " Germany" at the last
+              token, gradient to the input embeddings only, no hooks (a batch of 2 for the pair);
+  ours cold   POST /batched_tdb over HTTP to the server (a subprocess with uvicorn, as the CLI
+              serves), the original client's request, with the server's cache of scored tokens
+              off: every node is new;
+  ours warm   the same with that cache on (nodes seen before, as after an ablation or a trace);
+  script      benchmarks/script_baseline.py: a researcher's transformers script computing the
+              node table's scalars (act x grad, write norm, direct effect, activation) for every
+              node and their top and bottom k (no scored tokens, no attribution, no JSON).
+Requests: the client's default at 64 tokens and at 7 tokens, and an ablated + unablated pair at
+7 tokens (one MLP neuron ablated). Targets (issue 14): cold <= 1.3x bare at 64 tokens, <= 1.6x at
+7, the pair <= 1.3x a bare batch of 2; ours <= the script on every request; the serving
+process's peak RSS <= 100 MiB above a process that loads the model and runs the bare pass; the
+answer for 512 tokens < 2 MB of JSON. With --scaling: the cold ratio at 16, 64, 256 and 1024
+tokens, which must not grow with the prompt.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import cProfile
-import ctypes
-import gc
-import io
 import json
 import os
-import pstats
-import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -65,9 +43,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).parent))
+
 TARGET, DISTRACTOR = " Canada", " Germany"
-TARGETS = {"full": 1.5}  # max ratio to the baseline (the developers' guide)
-MEMORY_TARGET_GIB = 1.5
 FILLER = (
     " The capital of France is Paris, and the capital of Germany is Berlin."
     " Rome is in Italy, Madrid is in Spain, and Lisbon is in Portugal."
@@ -75,6 +53,10 @@ FILLER = (
     " Every country has a capital, and most capitals are large cities on rivers."
 )
 ENDING = " Paris, France. Ottawa,"
+CASES = {"64": (64, False), "7": (7, False), "pair": (7, True)}
+LIMITS = {"64": 1.3, "7": 1.6, "pair": 1.3}
+MEMORY_LIMIT_MIB = 100
+JSON_LIMIT_BYTES = 2_000_000
 
 
 # ------------------------------------------------------------------ setup
@@ -82,68 +64,55 @@ ENDING = " Paris, France. Ottawa,"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    p.add_argument("--quick", action="store_true", help="fewer repetitions")
-    p.add_argument("--tokens", type=int, default=64, help="prompt length in tokens (default 64)")
-    p.add_argument("--layers", type=int, default=12)
-    p.add_argument("--d-model", type=int, default=768)
-    p.add_argument("--heads", type=int, default=None, help="default: 12 (or fewer, to divide d-model)")
-    p.add_argument("--reps", type=int, default=None, help="timed repetitions (default 3, --quick 2)")
-    p.add_argument("--warmup", type=int, default=None, help="warm-up rounds (default 1)")
-    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
-    p.add_argument("--warm-cache", action="store_true",
-                   help="keep the server's cache of neurons' and latents' scored tokens between the "
-                   "repeated requests (default: off, the cost of a request whose nodes are all new)")
-    p.add_argument("--profile", action="store_true", help="also profile one /batched_tdb request")
-    p.add_argument("--profile-only", action="store_true", help="only the profile")
-    p.add_argument("--child", choices=["baseline", "server", "profile"], help=argparse.SUPPRESS)
+    p.add_argument("--families", nargs="+", default=["gpt2", "llama", "gemma2"])
+    p.add_argument("--quick", action="store_true", help="2 timed rounds instead of 5")
+    p.add_argument("--reps", type=int, default=None)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--scaling", action="store_true", help="also 16, 64, 256 and 1024 tokens")
+    p.add_argument("--profile", action="store_true", help="also a stage breakdown of one request")
+    p.add_argument("--layers", type=int, default=None, help="override the size (quick checks)")
+    p.add_argument("--child", choices=["server", "baseline"], help=argparse.SUPPRESS)
+    p.add_argument("--family", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.heads is None:
-        args.heads = next(h for h in (12, 8, 6, 4, 3, 2, 1) if args.d_model % h == 0)
-    args.reps = args.reps or (2 if args.quick else 3)
-    args.warmup = args.warmup if args.warmup is not None else 1
+    args.reps = args.reps or (2 if args.quick else 5)
     return args
 
 
-def _setup(args: argparse.Namespace) -> tuple[Any, Any, list[int]]:
-    """(model with frozen parameters, tokenizer, prompt tokens), as the server would hold them."""
+def build(family: str, layers: int | None) -> tuple[Any, Any, Any]:
+    """(our model, the transformers model holding the same weights, GPT-2's tokenizer)."""
     import torch
 
+    from neuron_explainer.models.loading import from_transformers
+    from neuron_explainer.models.random_models import gpt2_small_sized, hf_model
     from neuron_explainer.models.tokenizer import get_tokenizer
-    from neuron_explainer.models.transformer import Transformer, TransformerConfig
 
-    torch.set_num_threads(args.threads)
-    cfg = TransformerConfig(
-        n_layers=args.layers, d_model=args.d_model, n_heads=args.heads, n_vocab=50257, ctx_window=1024
-    )
-    model = Transformer(cfg).init_weights(seed=0).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    enc = get_tokenizer()
-    tokens = enc.encode(build_prompt(enc, args.tokens), allowed_special="all")
-    return model, enc, tokens
+    size = gpt2_small_sized(family)
+    if layers:
+        size["n_layer" if family == "gpt2" else "num_hidden_layers"] = layers
+    hf = hf_model(family, seed=0, **size)
+    hf.requires_grad_(False)
+    ours = from_transformers(hf)
+    ours.requires_grad_(False)
+    torch.manual_seed(0)
+    return ours, hf, get_tokenizer()
 
 
 def build_prompt(enc: Any, n_tokens: int) -> str:
-    """A prompt starting with <|endoftext|> that encodes to exactly `n_tokens` tokens.
-
-    tiktoken encodes each pre-tokenizer chunk (a word with its leading space, a run of
-    punctuation) on its own, so whole words can be appended while counting tokens."""
+    """A prompt starting with <|endoftext|> that encodes to exactly `n_tokens` tokens."""
     start = "<|endoftext|>"
 
     def count(text: str) -> int:
         return len(enc.encode(text, allowed_special="all"))
 
     ending = ENDING if count(start + ENDING) <= n_tokens else ""
-    text = start
-    words = FILLER.split(" ")[1:]
-    i = 0
+    text, words, i = start, FILLER.split(" ")[1:], 0
     while count(text + ending) < n_tokens:
         word = " " + words[i % len(words)]
         i += 1
         if count(text + word + ending) <= n_tokens:
             text += word
         elif count(text + " the" + ending) <= n_tokens:
-            text += " the"  # one token
+            text += " the"
         else:
             break
     text += ending
@@ -153,590 +122,282 @@ def build_prompt(enc: Any, n_tokens: int) -> str:
 
 
 def tdb_body(prompt: str, ablations: list[dict[str, Any]]) -> dict[str, Any]:
-    """One sub-request, shaped exactly as the original client sends it."""
     return {
-        "prompt": prompt,
-        "targetTokens": [TARGET],
-        "distractorTokens": [DISTRACTOR],
-        "componentTypeForMlp": "neuron",
-        "componentTypeForAttention": "attention_head",
-        "topAndBottomKForNodeTable": 10,
-        "hideEarlyLayersWhenAblating": True,
-        "nodeAblations": ablations,
+        "prompt": prompt, "targetTokens": [TARGET], "distractorTokens": [DISTRACTOR],
+        "componentTypeForMlp": "neuron", "componentTypeForAttention": "attention_head",
+        "topAndBottomKForNodeTable": 10, "hideEarlyLayersWhenAblating": True, "nodeAblations": ablations,
     }
 
 
-def request_bodies(prompt: str, n_tokens: int, n_layers: int, d_ff: int) -> dict[str, dict[str, Any]]:
-    ablation = {
-        "nodeIndex": {
-            "nodeType": "mlp_neuron",
-            "tensorIndices": [n_tokens // 2, min(131, d_ff - 1)],
-            "layerIndex": min(5, n_layers - 1),
-            "passType": "forward",
-        },
-        "value": 0,
-    }
-    return {
-        "full": {"subRequests": [tdb_body(prompt, [])]},
-        "ablated": {"subRequests": [tdb_body(prompt, [ablation]), tdb_body(prompt, [])]},
-    }
+def request_body(prompt: str, n_tokens: int, pair: bool, n_layers: int = 12) -> dict[str, Any]:
+    if not pair:
+        return {"subRequests": [tdb_body(prompt, [])]}
+    ablation = {"nodeIndex": {"nodeType": "mlp_neuron", "tensorIndices": [n_tokens // 2, 131],
+                              "layerIndex": min(5, n_layers - 1), "passType": "forward"}, "value": 0}
+    return {"subRequests": [tdb_body(prompt, [ablation]), tdb_body(prompt, [])]}
 
 
-def baseline_fn(model: Any, tokens: list[int], enc: Any) -> Callable[[], float]:
-    """One bare forward + backward: logit difference at the last token, gradient to the input
-    embeddings only (weights are frozen; the embedding output is made a leaf)."""
+def bare_step(model: Any, tokens: list[int], enc: Any, batch: int) -> Callable[[], None]:
+    """One forward + backward of the logit difference, gradient to the input embeddings only."""
     import torch
 
-    x = torch.tensor([tokens], device=model.device)
+    x = torch.tensor([tokens] * batch)
     target, distractor = enc.encode(TARGET)[0], enc.encode(DISTRACTOR)[0]
-    leaf: list[Any] = []
 
-    def make_leaf(h: Any) -> Any:
-        h = h.detach().requires_grad_(True)
-        leaf.append(h)
-        return h
+    def leaf(h: Any) -> Any:
+        return h.detach().requires_grad_(True)
 
-    def step() -> float:
-        leaf.clear()
-        with torch.enable_grad(), model.hooks(fwd={"resid.post_emb": make_leaf}):
+    def step() -> None:
+        with torch.enable_grad(), model.hooks(fwd={"resid.post_emb": leaf}):
             logits = model(x)
-            diff = logits[0, -1, target] - logits[0, -1, distractor]
-            diff.backward()
-        assert leaf[0].grad is not None
-        return float(diff.detach())
+            (logits[:, -1, target] - logits[:, -1, distractor]).sum().backward()
 
     return step
 
 
-def timed(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def rss_now_gib() -> float:
+def status_mib(field: str) -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 2**20
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def reset_peak_rss() -> bool:
-    """Reset this process's VmHWM (Linux >= 4.0), so a later read is the peak since now."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def malloc_trim() -> None:
-    """Return freed heap memory to the OS (glibc), so RSS is the memory in use."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def hwm_gib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 2**20
-    return float("nan")
-
-
-def peak_rss_gib() -> float:
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    return kib / 2**20
 
 
 def cpu_s() -> float:
-    """CPU seconds used by this process (all threads)."""
+    import resource
+
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
-
-
-def _emit(result: dict[str, Any]) -> None:
-    print("BENCH_RESULT " + json.dumps(result), flush=True)
 
 
 # ------------------------------------------------------------------ children
 
 
 def child_baseline(args: argparse.Namespace) -> None:
-    """Process (a): load the model, run the baseline; its peak RSS."""
-    model, enc, tokens = _setup(args)
-    loaded = rss_now_gib()
-    step = baseline_fn(model, tokens, enc)
-    for _ in range(args.warmup):
-        step()
-    times = [timed(step)]  # the table's baseline is timed in the interleaved rounds
-    _emit({"baseline_s": times, "loaded_rss_gib": loaded, "peak_rss_gib": peak_rss_gib()})
-
-
-class _Server:
-    """uvicorn on 127.0.0.1 (a free port) in a background thread."""
-
-    def __init__(self, app: Any):
-        import uvicorn
-
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", access_log=False)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> _Server:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self.sock.close()
-
-
-def _debugger(args: argparse.Namespace) -> tuple[Any, Any, list[int], str]:
-    from neuron_explainer.activation_server.processing import Debugger
-
-    model, enc, tokens = _setup(args)
-    debugger = Debugger(model, enc, "bench")
-    if not args.warm_cache:  # every request as if its nodes had never been listed before
-        debugger.scored_cache_size = 0
-    return debugger, enc, tokens, enc.decode(tokens)
-
-
-class _Memory:
-    """Peak-RSS bookkeeping of the serving process, driven by the benchmark over HTTP."""
-
-    def __init__(self) -> None:
-        self.peak = peak_rss_gib()  # model loading included
-        self.before = rss_now_gib()
-
-    def reset(self) -> dict[str, float]:
-        """Hand freed memory back to the OS, then start a new VmHWM window."""
-        self.peak = max(self.peak, hwm_gib(), peak_rss_gib())
-        gc.collect()
-        malloc_trim()
-        self.before = rss_now_gib()
-        ok = reset_peak_rss()
-        return {"rss_gib": self.before, "reset": ok}
-
-    def window(self) -> dict[str, float]:
-        """Peak RSS since the last reset, and its rise over the RSS at the reset."""
-        hwm = hwm_gib()
-        self.peak = max(self.peak, hwm)
-        return {"peak_gib": hwm, "rise_gib": hwm - self.before}
-
-    def stats(self) -> dict[str, float]:
-        self.peak = max(self.peak, hwm_gib(), peak_rss_gib())
-        gc.collect()
-        malloc_trim()
-        return {"peak_rss_gib": self.peak, "idle_rss_gib": rss_now_gib()}
-
-
-def child_server(args: argparse.Namespace) -> None:
-    """Process (b): the server alone. uvicorn in a background thread; the benchmark (another
-    process) sends the requests and reads the memory numbers from three extra /_bench routes."""
-    from neuron_explainer.activation_server.main import create_app
-
-    debugger, _, _, _ = _debugger(args)
-    loaded = rss_now_gib()
-    app = create_app(debugger)
-    memory = _Memory()
-    done = threading.Event()
-
-    @app.post("/_bench/reset")
-    def bench_reset() -> dict[str, float]:
-        return memory.reset()
-
-    @app.post("/_bench/window")
-    def bench_window() -> dict[str, float]:
-        return memory.window()
-
-    @app.post("/_bench/cpu")
-    def bench_cpu() -> float:
-        return cpu_s()
-
-    @app.post("/_bench/stats")
-    def bench_stats() -> dict[str, float]:
-        done.set()
-        return {**memory.stats(), "loaded_rss_gib": loaded}
-
-    with _Server(app) as server:
-        print(f"BENCH_PORT {server.port}", flush=True)
-        done.wait()
-        time.sleep(0.5)  # let the answer go out
-
-
-def measure(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
-    """The timings: baseline and in-process `batched_tdb` here, the HTTP requests against the
-    server subprocess (b), interleaved round by round; only one side computes at a time."""
-    import httpx
-
-    from neuron_explainer.activation_server import schemas as S
-
-    env = _child_env(args)
-    cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--child", "server"]
-    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        _torch(args)
-        debugger, enc, tokens, prompt = _debugger(args)  # loads while the server loads
-        model = debugger.model
-        bodies = request_bodies(prompt, len(tokens), model.cfg.n_layers, model.cfg.d_mlp)
-        tdb_request = S.BatchedTdbRequest.model_validate(bodies["full"])
-        step = baseline_fn(model, tokens, enc)
-        assert server.stdout is not None
-        line = server.stdout.readline()
-        if not line.startswith("BENCH_PORT "):
-            server.kill()
-            _, err = server.communicate()
-            raise SystemExit(f"the server subprocess failed:\n{line}{err[-4000:]}")
-        port = int(line.split()[1])
-        sizes: dict[str, int] = {}
-        inference_s: dict[str, float] = {}
-        rss: dict[str, dict[str, float]] = {}
-        out: dict[str, Any] = {}
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as client:
-
-            def post(name: str) -> None:
-                r = client.post("/batched_tdb", json=bodies[name], headers={"Accept": "application/json"})
-                if r.status_code != 200:
-                    raise RuntimeError(f"/batched_tdb ({name}) answered {r.status_code}: {r.text[:500]}")
-                sizes[name] = len(r.content)
-                if name not in inference_s:  # check the answer once: what the client reads is there
-                    data = r.json()
-                    subs = data["inferenceSubResponses"]
-                    assert len(subs) == len(bodies[name]["subRequests"])
-                    got = subs[0]["inferenceResponse"]["inferenceAndTokenData"]
-                    assert len(got["tokensAsStrings"]) == len(tokens), "wrong prompt length"
-                    for key in ("topKComponents", "topOutputTokenLogits", "componentSumsForTokenDisplay",
-                                "upvotedOutputTokens", "inputTokensThatUpvoteMlp", "inputTokensThatUpvoteAttnQ",
-                                "inputTokensThatUpvoteAttnK", "tokenPairAttribution"):
-                        assert key in subs[0]["processingResponseDataByName"], key
-                    inference_s[name] = got["inferenceTime"]
-
-            def alone(label: str, name: str) -> None:
-                """One request with the server's peak RSS measured around it."""
-                client.post("/_bench/reset").raise_for_status()
-                post(name)
-                rss[label] = client.post("/_bench/window").json()
-
-            def inproc() -> None:
-                resp = debugger.batched_tdb(tdb_request)
-                out.setdefault("inproc_json_bytes", len(resp.model_dump_json(by_alias=True)))
-
-            def server_cpu() -> float:
-                return float(client.post("/_bench/cpu").json())
-
-            tasks: dict[str, Callable[[], Any]] = {
-                "baseline": step,
-                "inproc": inproc,
-                "full": lambda: post("full"),
-                "ablated": lambda: post("ablated"),
-            }
-            alone("first", "full")  # the server's warm-up; it also fills its weight caches
-            for _ in range(args.warmup):
-                step()
-                inproc()
-            times: dict[str, list[float]] = {k: [] for k in tasks}
-            cpu: dict[str, list[float]] = {k: [] for k in tasks}
-            for _ in range(args.reps):  # interleaved rounds: load drift hits every row alike
-                for name, fn in tasks.items():
-                    gc.collect()
-                    remote = name in ("full", "ablated")
-                    c0 = cpu_s() + (server_cpu() if remote else 0.0)
-                    times[name].append(timed(fn))
-                    cpu[name].append(cpu_s() + (server_cpu() if remote else 0.0) - c0)
-            alone("full", "full")
-            alone("ablated", "ablated")
-            stats = client.post("/_bench/stats").json()
-        server.wait(timeout=30)
-        return {"times": times, "cpu": cpu, "sizes": sizes, "inference_s": inference_s, "rss_during": rss, **stats, **out}
-    finally:
-        if server.poll() is None:
-            server.kill()
-
-
-class _Attribution:
-    """Exclusive wall and CPU time of wrapped functions (nested wrapped calls are subtracted)."""
-
-    def __init__(self) -> None:
-        self.totals: dict[str, list[float]] = {}  # label -> [wall, cpu, calls]
-        self.stack: list[list[float]] = []  # per active call: [child wall, child cpu]
-        self.originals: list[tuple[Any, str, Any]] = []
-
-    def wrap(self, owner: Any, attr: str, label: Callable[..., str] | str) -> None:
-        fn = getattr(owner, attr)
-        self.originals.append((owner, attr, owner.__dict__[attr]))
-
-        def wrapper(*a: Any, **k: Any) -> Any:
-            name = label(*a, **k) if callable(label) else label
-            if name == "":
-                return fn(*a, **k)
-            self.stack.append([0.0, 0.0])
-            w0, c0 = time.perf_counter(), cpu_s()
-            try:
-                return fn(*a, **k)
-            finally:
-                wall, cpu = time.perf_counter() - w0, cpu_s() - c0
-                child = self.stack.pop()
-                if self.stack:
-                    self.stack[-1][0] += wall
-                    self.stack[-1][1] += cpu
-                row = self.totals.setdefault(name, [0.0, 0.0, 0])
-                row[0] += wall - child[0]
-                row[1] += cpu - child[1]
-                row[2] += 1
-
-        setattr(owner, attr, wrapper)
-
-    def unwrap(self) -> None:
-        for owner, attr, original in reversed(self.originals):
-            setattr(owner, attr, original)
-        self.originals.clear()
-
-
-def child_profile(args: argparse.Namespace) -> None:
-    import orjson
-    import torch
-
-    from neuron_explainer.activation_server import processing
-    from neuron_explainer.activation_server import schemas as S
-    from neuron_explainer.activation_server.main import _dump_batched
-    from neuron_explainer.debugger import scalars
-
-    debugger, enc, tokens, prompt = _debugger(args)
-    model = debugger.model
-    bodies = request_bodies(prompt, len(tokens), model.cfg.n_layers, model.cfg.d_mlp)
-    raw = orjson.dumps(bodies["full"])
-    step = baseline_fn(model, tokens, enc)
-
-    # What the route does, stage by stage (FastAPI: body -> model; the endpoint, in a worker
-    # thread, dumps the answer per sub-response and renders it with orjson; no second validation).
-    def stages() -> dict[str, tuple[float, float]]:
-        marks = [(time.perf_counter(), cpu_s())]
-
-        def mark() -> None:
-            marks.append((time.perf_counter(), cpu_s()))
-
-        req = S.BatchedTdbRequest.model_validate(orjson.loads(raw))
-        mark()
-        resp = debugger.batched_tdb(req)
-        mark()
-        content = _dump_batched(resp)
-        mark()
-        orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
-        mark()
-        names = ["parse + validate the request body", "Debugger.batched_tdb", "model_dump (the route's _dump_batched)",
-                 "JSON encoding (orjson, the route's ORJSONResponse)"]
-        return {n: (b[0] - a[0], b[1] - a[1]) for n, a, b in zip(names, marks[:-1], marks[1:], strict=True)}
-
-    stages()  # warm-up (weight caches, allocator)
-    step()
-    # Inside batched_tdb: exclusive time per part, over the same requests as the stages.
-    att = _Attribution()
-    att.wrap(processing, "run", "inference.run (forward + backward, recording)")
-    att.wrap(scalars, "compute", lambda name, rec, w, layer: "" if (name, layer) in rec.derived else f"scalars.compute: {name}")
-    D = processing.Debugger
-    att.wrap(D, "_top_k_nodes", lambda self, spec, rec, *_: f"_top_k_nodes (cat + topk), k={spec.top_and_bottom_k}")
-    att.wrap(D, "_multiple_top_k", lambda self, spec, rec, nodes: f"_multiple_top_k ({len(nodes)} nodes)")
-    att.wrap(D, "_scored_tokens", lambda self, spec, rec, nodes: f"_scored_tokens: {spec.token_scoring_type.value}")
-    att.wrap(D, "_top_tokens", "  _top_tokens (topk over the vocabulary + TokenAndScalar objects)")
-    att.wrap(D, "_unembed", "  _unembed (nodes x vocab matmul)")
-    att.wrap(D, "_token_pair_attribution", "_token_pair_attribution")
-    att.wrap(D, "tdb_to_sub_request", "tdb_to_sub_request + parsing")
-    att.wrap(D, "batched_tdb", "batched_tdb: everything else (response objects, checks)")
-    n = max(1, min(args.reps, 3))
-    rounds = [stages() for _ in range(n)]
-    att.unwrap()
-    parts = {k: (v[0] / n, v[1] / n, int(v[2]) // n) for k, v in att.totals.items()}
-    base_runs = []
-    for _ in range(n):
-        c0 = cpu_s()
-        w = timed(step)
-        base_runs.append((w, cpu_s() - c0))
-    base = (statistics.median(r[0] for r in base_runs), statistics.median(r[1] for r in base_runs))
-    breakdown = {k: (statistics.median(r[k][0] for r in rounds), statistics.median(r[k][1] for r in rounds)) for k in rounds[0]}
-    req = S.BatchedTdbRequest.model_validate(bodies["full"])
-
-    def whole_route() -> None:
-        orjson.dumps(_dump_batched(debugger.batched_tdb(req)), option=orjson.OPT_SERIALIZE_NUMPY)
-
-    prof = cProfile.Profile()
-    prof.enable()
-    whole_route()
-    prof.disable()
-    text = io.StringIO()
-    stats = pstats.Stats(prof, stream=text)
-    stats.sort_stats("cumulative").print_stats(15)
-    top = _trim_pstats(text.getvalue())
-
-    ours = io.StringIO()
-    stats2 = pstats.Stats(prof, stream=ours)
-    stats2.sort_stats("cumulative").print_stats(r"(processing|inference|scalars)\.py", 25)
-    ours_text = _trim_pstats(ours.getvalue())
-
-    with torch.profiler.profile(
-        activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True, profile_memory=True
-    ) as tp:
-        debugger.batched_tdb(req)
-    averages = tp.key_averages(group_by_input_shape=True)
-    ops = averages.table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=40, max_shapes_column_width=60)
-    mem = averages.table(sort_by="self_cpu_memory_usage", row_limit=10, max_name_column_width=40, max_shapes_column_width=60)
-
-    _emit({
-        "breakdown": breakdown,
-        "parts": parts,
-        "baseline": base,
-        "cprofile_top": top,
-        "cprofile_ours": ours_text,
-        "torch_ops": ops,
-        "torch_mem": mem,
-    })
-
-
-def _trim_pstats(text: str) -> str:
-    """pstats output without its header lines, paths shortened to the repository."""
-    lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if "ncalls" in line), 0)
-    root = str(Path(__file__).resolve().parents[1]) + "/"
-    site = str(Path(os.__file__).parent) + "/"
-    out = [line.replace(root, "").replace(site, "") for line in lines[start:] if line.strip()]
-    return "\n".join(out)
-
-
-# ------------------------------------------------------------------ parent
-
-
-def _child_env(args: argparse.Namespace) -> dict[str, str]:
-    return dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-
-
-def _torch(args: argparse.Namespace) -> Any:
+    """The memory reference: load the model, run the bare pass; this process's peak RSS."""
     import torch
 
     torch.set_num_threads(args.threads)
-    return torch
+    model, hf, enc = build(args.family, args.layers)
+    del hf
+    import gc
+
+    gc.collect()
+    tokens = enc.encode(build_prompt(enc, 64), allowed_special="all")
+    step = bare_step(model, tokens, enc, 1)
+    for _ in range(3):
+        step()
+    print("BENCH " + json.dumps({"peak_mib": status_mib("VmHWM"), "rss_mib": status_mib("VmRSS")}), flush=True)
 
 
-def run_child(kind: str, argv: list[str], timeout: float = 600) -> dict[str, Any]:
-    env = _child_env(parse_args(argv))
-    cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--child", kind]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    for line in proc.stdout.splitlines():
-        if line.startswith("BENCH_RESULT "):
-            result: dict[str, Any] = json.loads(line[len("BENCH_RESULT "):])
-            return result
-    sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
-    raise SystemExit(f"the {kind} subprocess failed (exit {proc.returncode})")
+def child_server(args: argparse.Namespace) -> None:
+    """The server, as the CLI serves, on a free port; /_bench routes switch the cache and tell
+    this process's CPU time and peak RSS."""
+    import gc
+    import socket
+
+    import torch
+    import uvicorn
+
+    from neuron_explainer.activation_server.main import create_app
+    from neuron_explainer.activation_server.processing import Debugger
+
+    torch.set_num_threads(args.threads)
+    model, hf, enc = build(args.family, args.layers)
+    del hf
+    gc.collect()
+    debugger = Debugger(model, enc, "bench")
+    app = create_app(debugger)
+    cache_size = debugger.scored_cache_size
+    done = threading.Event()
+
+    @app.post("/_bench/cache/{on}")
+    def bench_cache(on: int) -> None:
+        debugger._scored_cache.clear()
+        debugger.scored_cache_size = cache_size if on else 0
+
+    @app.post("/_bench/stats")
+    def bench_stats() -> dict[str, float]:
+        return {"cpu_s": cpu_s(), "peak_mib": status_mib("VmHWM"), "rss_mib": status_mib("VmRSS")}
+
+    @app.post("/_bench/stop")
+    def bench_stop() -> None:
+        done.set()
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    print(f"BENCH_PORT {sock.getsockname()[1]}", flush=True)
+    done.wait()
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def run_child(kind: str, family: str, args: argparse.Namespace, extra: list[str] | None = None) -> subprocess.Popen[str]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--family", family,
+           "--threads", str(args.threads), *(["--layers", str(args.layers)] if args.layers else []), *(extra or [])]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+# ------------------------------------------------------------------ measuring
+
+
+def measure_family(family: str, args: argparse.Namespace, lengths: list[str]) -> dict[str, Any]:
+    import gc
+
+    import httpx
+    import torch
+    from script_baseline import node_table, prepare
+
+    torch.set_num_threads(args.threads)
+    memory = run_child("baseline", family, args)
+    server = run_child("server", family, args)
+    model, hf, enc = build(family, args.layers)
+    consts = prepare(hf)
+    out, errors = memory.communicate(timeout=900)
+    line = next((x for x in out.splitlines() if x.startswith("BENCH ")), None)
+    if line is None:
+        raise SystemExit(f"the memory reference process failed:\n{errors[-3000:]}")
+    reference = json.loads(line[len("BENCH "):])
+    assert server.stdout is not None
+    first = server.stdout.readline()
+    if not first.startswith("BENCH_PORT "):
+        server.kill()
+        raise SystemExit(f"the server process failed:\n{first}{server.communicate()[1][-3000:]}")
+    port = int(first.split()[1])
+    results: dict[str, Any] = {"family": family, "cases": {}}
+    target, distractor = enc.encode(TARGET)[0], enc.encode(DISTRACTOR)[0]
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=900) as client:
+
+            def stats() -> dict[str, float]:
+                return dict(client.post("/_bench/stats").json())
+
+            for case in lengths:
+                n_tokens, pair = CASES[case] if case in CASES else (int(case), False)
+                prompt = build_prompt(enc, n_tokens)
+                tokens = enc.encode(prompt, allowed_special="all")
+                body = request_body(prompt, n_tokens, pair, model.cfg.n_layers)
+                bare = bare_step(model, tokens, enc, 2 if pair else 1)
+                x = torch.tensor([tokens])
+                sizes: list[int] = []
+
+                def post(warm: bool, body: dict[str, Any] = body, sizes: list[int] = sizes) -> float:
+                    client.post(f"/_bench/cache/{int(warm)}").raise_for_status()
+                    if warm:  # the nodes seen before: the same request once, untimed
+                        client.post("/batched_tdb", json=body).raise_for_status()
+                    c0 = stats()["cpu_s"]
+                    start = time.perf_counter()
+                    r = client.post("/batched_tdb", json=body)
+                    wall = time.perf_counter() - start
+                    if r.status_code != 200:
+                        raise SystemExit(f"/batched_tdb answered {r.status_code}: {r.text[:500]}")
+                    sizes.append(len(r.content))
+                    post.cpu = stats()["cpu_s"] - c0  # type: ignore[attr-defined]
+                    return wall
+
+                def script(x: Any = x, pair: bool = pair) -> None:
+                    for _ in range(2 if pair else 1):
+                        node_table(hf, consts, x, target, distractor)
+
+                tasks: dict[str, Callable[[], Any]] = {"bare": bare, "cold": lambda: post(False),
+                                                       "warm": lambda: post(True), "script": script}
+                for fn in tasks.values():  # warm-up
+                    fn()
+                times: dict[str, list[float]] = {k: [] for k in tasks}
+                for _ in range(args.reps):
+                    for name, fn in tasks.items():
+                        gc.collect()
+                        if name in ("cold", "warm"):
+                            times[name].append(fn())
+                        else:
+                            start = time.perf_counter()
+                            fn()
+                            times[name].append(time.perf_counter() - start)
+                results["cases"][case] = {"times": times, "json_bytes": max(sizes), "tokens": n_tokens, "pair": pair}
+                print(f"{family} {case}: done", file=sys.stderr, flush=True)
+            if "512" not in lengths:  # the answer's size at 512 tokens
+                prompt = build_prompt(enc, 512)
+                client.post("/_bench/cache/0")
+                r = client.post("/batched_tdb", json=request_body(prompt, 512, False))
+                results["json_512_bytes"] = len(r.content)
+            results["server"] = stats()
+            client.post("/_bench/stop")
+    finally:
+        server.wait(timeout=60) if server.poll() is None else None
+        if server.poll() is None:
+            server.kill()
+    results["reference"] = reference
+    return results
+
+
+# ------------------------------------------------------------------ reporting
 
 
 def _ms(xs: list[float]) -> str:
-    med = statistics.median(xs) * 1000
-    spread = f" (min {min(xs) * 1000:.0f}, max {max(xs) * 1000:.0f})" if len(xs) > 1 else ""
-    return f"{med:.0f} ms{spread}"
+    return f"{statistics.median(xs) * 1000:.0f} ({min(xs) * 1000:.0f})"
 
 
-def report(args: argparse.Namespace, a: dict[str, Any], b: dict[str, Any]) -> str:
-    t, c = b["times"], b["cpu"]
+def report(all_results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     med = statistics.median
-    base, base_min, base_cpu = med(t["baseline"]), min(t["baseline"]), med(c["baseline"])
-    sizes = b["sizes"]
-    kib = 1024
-
-    def ratio(name: str) -> str:
-        return f"{med(t[name]) / base:.2f}x ({min(t[name]) / base_min:.2f}x)"
-
-    def cpu(name: str) -> str:
-        return f"{med(c[name]):.2f} s = {med(c[name]) / base_cpu:.2f}x"
-
-    def verdict(name: str) -> str:
-        limit = TARGETS.get(name)
-        if limit is None:
-            return ""
-        word = {True: "PASS", False: "FAIL"}
-        ok = med(t[name]) / base <= limit
-        others = {"min": min(t[name]) / base_min <= limit, "CPU": med(c[name]) / base_cpu <= limit}
-        extra = ", ".join(f"by {k}: {word[v]}" for k, v in others.items() if v != ok)
-        return f"<= {limit:.1f}x: **{word[ok]}**" + (f" ({extra})" if extra else "")
-
-    mem_ok = b["peak_rss_gib"] <= MEMORY_TARGET_GIB
-    rows = [
-        ("baseline: forward + backward to the input", _ms(t["baseline"]), "1.00x", cpu("baseline"), "", ""),
-        ("baseline, in its own process (a)", _ms(a["baseline_s"]), f"{med(a['baseline_s']) / base:.2f}x", "", "", "timed alone, after the warm-up"),
-        ("`Debugger.batched_tdb`, in process (no HTTP)", _ms(t["inproc"]), ratio("inproc"), cpu("inproc"), "",
-         f"JSON {b['inproc_json_bytes'] / kib:.0f} KiB; its inference.run took {b['inference_s'].get('full', float('nan')) * 1000:.0f} ms in the first request"),
-        ("POST /batched_tdb over HTTP, 1 sub-request", _ms(t["full"]), ratio("full"), cpu("full"), verdict("full"), f"response {sizes['full'] / kib:.0f} KiB"),
-        ("POST /batched_tdb over HTTP, ablated + unablated (2 sub-requests)", _ms(t["ablated"]), ratio("ablated"), cpu("ablated"), "",
-         f"response {sizes['ablated'] / kib:.0f} KiB; {med(t['ablated']) / med(t['full']):.2f}x the 1-sub-request time"),
-    ]
     lines = [
-        f"Model: {args.layers} layers, d_model {args.d_model}, {args.heads} heads, vocab 50257, ctx 1024, random weights, fp32, CPU, "
-        f"{args.threads} threads (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}); prompt {args.tokens} tokens; "
-        f"median of {args.reps} interleaved rounds after {args.warmup} warm-up round(s). "
+        f"GPT-2-small-sized random models, fp32, CPU, {args.threads} threads, torch.set_num_threads; "
+        f"median (min) of {args.reps} interleaved rounds after a warm-up; HTTP to a uvicorn server process. "
         f"Load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs.",
         "",
-        "| measurement | wall time: median (min, max) | vs baseline: median (min) | CPU time (all threads; HTTP: server + client) | target | notes |",
-        "|---|---|---|---|---|---|",
-        *(f"| {' | '.join(r)} |" for r in rows),
-        f"| peak RSS (a): load model + baseline | {a['peak_rss_gib']:.2f} GiB | | | | after load {a['loaded_rss_gib']:.2f} GiB |",
-        f"| peak RSS (b): serve + answer all the requests | {b['peak_rss_gib']:.2f} GiB | {b['peak_rss_gib'] / a['peak_rss_gib']:.2f}x (a) | | "
-        f"<= {MEMORY_TARGET_GIB} GiB: **{'PASS' if mem_ok else 'FAIL'}** | after load + Debugger + app {b['loaded_rss_gib']:.2f} GiB; idle after serving {b['idle_rss_gib']:.2f} GiB |",
+        "| family | request | bare ms | ours cold ms | ours warm ms | script ms | cold / bare | warm / bare | cold / script | JSON | PASS/FAIL |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    during = b.get("rss_during", {})
-    if during:
-        label = {"first": "first request (fills caches)", "full": "1 sub-request", "ablated": "2 sub-requests"}
-        lines.append("| peak RSS (b) answering one request alone | "
-                     + "; ".join(f"{label[k]}: {v['peak_gib']:.2f} GiB ({v['rise_gib'] * 1024:+.0f} MiB)" for k, v in during.items())
-                     + " | | | | freed memory trimmed, then VmHWM reset, before each; (rise over the RSS just before) |")
-    return "\n".join(lines)
-
-
-def report_profile(p: dict[str, Any]) -> str:
-    bw, bc = p["baseline"]
-    lines = ["### /batched_tdb, 1 sub-request, stage by stage (in process, no transport; median)", "",
-             f"baseline forward + backward: {bw * 1000:.0f} ms wall, {bc * 1000:.0f} ms CPU", "",
-             "| stage | wall ms | CPU ms | CPU vs baseline CPU |", "|---|---|---|---|"]
-    for k, (w, c) in p["breakdown"].items():
-        lines.append(f"| {k} | {w * 1000:.0f} | {c * 1000:.0f} | {c / bc:.2f}x |")
-    lines += ["", "### Inside Debugger.batched_tdb: exclusive time per part (mean per request, same requests as above)", "",
-              "| part | calls | wall ms | CPU ms | CPU vs baseline CPU |", "|---|---|---|---|---|"]
-    for k, (w, c, calls) in sorted(p["parts"].items(), key=lambda kv: -kv[1][1]):
-        lines.append(f"| {k} | {calls} | {w * 1000:.0f} | {c * 1000:.0f} | {c / bc:.2f}x |")
-    lines += ["", "### cProfile, top 15 by cumulative time (one request: batched_tdb + _dump + validate + JSON)", "",
-              "```", p["cprofile_top"], "```", "",
-              "### cProfile, entries of processing.py, inference.py, scalars.py by cumulative time", "",
-              "```", p["cprofile_ours"], "```", "",
-              "### torch profiler, top 15 operators by self CPU time (batched_tdb only)", "", "```", p["torch_ops"], "```", "",
-              "### torch profiler, top 10 operators by memory allocated (batched_tdb only)", "", "```", p["torch_mem"], "```"]
+    for r in all_results:
+        for case, c in r["cases"].items():
+            t = c["times"]
+            cold = med(t["cold"]) / med(t["bare"])
+            warm = med(t["warm"]) / med(t["bare"])
+            vs_script = med(t["cold"]) / med(t["script"])
+            limit = LIMITS.get(case)
+            checks = [vs_script <= 1.0] + ([cold <= limit] if limit else [])
+            verdict = ("PASS" if all(checks) else "FAIL") + (f" (<= {limit}x, <= script)" if limit else " (<= script)")
+            label = f"{c['tokens']} tokens" + (", ablated + unablated" if c["pair"] else "")
+            lines.append(
+                f"| {r['family']} | {label} | {_ms(t['bare'])} | {_ms(t['cold'])} | {_ms(t['warm'])} | {_ms(t['script'])} | "
+                f"{cold:.2f}x | {warm:.2f}x | {vs_script:.2f}x | {c['json_bytes'] / 1024:.0f} KiB | {verdict} |"
+            )
+    lines += ["", "| family | server peak RSS | bare-pass process peak RSS | difference | <= 100 MiB | JSON at 512 tokens | < 2 MB |",
+              "|---|---|---|---|---|---|---|"]
+    for r in all_results:
+        peak, ref = r["server"]["peak_mib"], r["reference"]["peak_mib"]
+        j = r.get("json_512_bytes")
+        lines.append(
+            f"| {r['family']} | {peak:.0f} MiB | {ref:.0f} MiB | {peak - ref:+.0f} MiB | {'PASS' if peak - ref <= MEMORY_LIMIT_MIB else 'FAIL'} | "
+            + (f"{j / 1e6:.2f} MB | {'PASS' if j < JSON_LIMIT_BYTES else 'FAIL'} |" if j else "| |")
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    # Before torch (and its OpenMP runtime) loads: on a machine shared with other processes,
-    # OpenMP threads spinning at barriers turn every small op into a wait for the scheduler
-    # (a 2-layer toy model's step varied 40-900 ms). Sleeping waits keep timings sane; set
-    # OMP_WAIT_POLICY=active in the environment to measure with spinning threads.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # sleeping OpenMP waits on a shared machine
     args = parse_args(argv)
     if args.child:
-        {"baseline": child_baseline, "server": child_server, "profile": child_profile}[args.child](args)
+        {"baseline": child_baseline, "server": child_server}[args.child](args)
         return
     started = time.perf_counter()
-    if not args.profile_only:
-        a = run_child("baseline", argv)
-        b = measure(args, argv)
-        print(report(args, a, b))
-    if args.profile or args.profile_only:
+    lengths = ["64", "7", "pair"]
+    results = [measure_family(f, args, lengths) for f in args.families]
+    print(report(results, args))
+    if args.scaling:
+        scaling = [measure_family(f, args, ["16", "64", "256", "1024"]) for f in args.families[:1]]
         print()
-        print(report_profile(run_child("profile", argv)))
+        print("Scaling (cold ratio to the bare pass by prompt length):")
+        print(report(scaling, args))
+    if args.profile:
+        from profile_request import profile
+
+        print()
+        print(profile(args.families[0], args.threads))
     print(f"\n(benchmark wall time {time.perf_counter() - started:.0f} s)", file=sys.stderr)
 
 

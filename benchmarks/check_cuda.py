@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_server import baseline_fn, build_prompt, request_bodies
+from bench_server import bare_step, build_prompt, request_body
 
 from neuron_explainer.activation_server import schemas as S
 from neuron_explainer.activation_server.processing import Debugger
@@ -149,11 +149,11 @@ def cost(device: str, reps: int) -> list[str]:
     model = frozen(Transformer(cfg).init_weights(seed=0).eval().to(device))
     enc = get_tokenizer()
     prompt = build_prompt(enc, 64)
-    bare = baseline_fn(model, enc.encode(prompt, allowed_special="all"), enc)
+    tokens = enc.encode(prompt, allowed_special="all")
+    bare = bare_step(model, tokens, enc, 1)
     debugger = Debugger(model, enc, "gpt2-small-size")
-    bodies = request_bodies(prompt, 64, 12, 3072)
-    body = S.BatchedTdbRequest.model_validate(bodies["full"])
-    ablated = S.BatchedTdbRequest.model_validate(bodies["ablated"])
+    body = S.BatchedTdbRequest.model_validate(request_body(prompt, 64, False))
+    ablated = S.BatchedTdbRequest.model_validate(request_body(prompt, 64, True))
 
     def timed(fn: Callable[[], Any]) -> list[float]:
         fn()  # warm-up (kernels, caches)
