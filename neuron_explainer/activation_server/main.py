@@ -343,8 +343,8 @@ def apply_demo_defaults(args: argparse.Namespace) -> None:
         args.mlp_autoencoder = demo.MLP_AUTOENCODER_NAME
     if args.attention_autoencoder is None and demo.ATTN_AUTOENCODER_NAME in AUTOENCODERS:
         args.attention_autoencoder = demo.ATTN_AUTOENCODER_NAME
-    if demo.DATASET_DIR.is_dir() and not any(d.startswith(demo.NAME + "=") for d in args.dataset):
-        args.dataset.append(f"{demo.NAME}={demo.DATASET_DIR}")
+    if not any(d.startswith(demo.NAME + "=") for d in args.dataset):
+        args.dataset += [f"{demo.NAME}={folder}" for folder in demo.DATASET_DIRS if folder.is_dir()]
 
 
 def build_registry(args: argparse.Namespace) -> DatasetRegistry:
