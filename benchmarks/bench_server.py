@@ -506,7 +506,7 @@ def child_profile(args: argparse.Namespace) -> None:
     import orjson
     import torch
 
-    from neuron_explainer.activation_server import processing
+    from neuron_explainer.activation_server import processing, scored_tokens
     from neuron_explainer.activation_server import schemas as S
     from neuron_explainer.activation_server.main import _dump_batched
     from neuron_explainer.debugger import scalars
@@ -546,10 +546,10 @@ def child_profile(args: argparse.Namespace) -> None:
     D = processing.Debugger
     att.wrap(D, "_top_k_nodes", lambda self, spec, rec, *_: f"_top_k_nodes (cat + topk), k={spec.top_and_bottom_k}")
     att.wrap(D, "_multiple_top_k", lambda self, spec, rec, nodes: f"_multiple_top_k ({len(nodes)} nodes)")
-    att.wrap(D, "_scored_tokens", lambda self, spec, rec, nodes: f"_scored_tokens: {spec.token_scoring_type.value}")
-    att.wrap(D, "_top_tokens", "  _top_tokens (topk over the vocabulary + TokenAndScalar objects)")
-    att.wrap(D, "_unembed", "  _unembed (nodes x vocab matmul)")
-    att.wrap(D, "_token_pair_attribution", "_token_pair_attribution")
+    T = scored_tokens.TokenScorer
+    att.wrap(T, "scored_tokens", lambda self, spec, x, nodes: f"scored_tokens: {spec.token_scoring_type.value}")
+    att.wrap(T, "top_tokens", "  top_tokens (topk over the vocabulary + TokenAndScalar objects)")
+    att.wrap(T, "token_pair_attribution", "token_pair_attribution")
     att.wrap(D, "tdb_to_sub_request", "tdb_to_sub_request + parsing")
     att.wrap(D, "batched_tdb", "batched_tdb: everything else (response objects, checks)")
     n = max(1, min(args.reps, 3))
@@ -579,7 +579,7 @@ def child_profile(args: argparse.Namespace) -> None:
 
     ours = io.StringIO()
     stats2 = pstats.Stats(prof, stream=ours)
-    stats2.sort_stats("cumulative").print_stats(r"(processing|inference|scalars)\.py", 25)
+    stats2.sort_stats("cumulative").print_stats(r"(processing|scored_tokens|inference|scalars/\w+|reads)\.py", 25)
     ours_text = _trim_pstats(ours.getvalue())
 
     with torch.profiler.profile(

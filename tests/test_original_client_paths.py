@@ -20,7 +20,13 @@ import torch
 from fastapi.testclient import TestClient
 
 from neuron_explainer import demo
-from neuron_explainer.activation_server.main import apply_demo_defaults, build_debugger, build_registry, create_app, parse_args
+from neuron_explainer.activation_server.main import (
+    apply_demo_defaults,
+    build_debugger,
+    build_registry,
+    create_app,
+    parse_args,
+)
 
 PROMPT = "<|endoftext|>When Mary and John went to the store, John gave a drink to"
 # the client's dataset names: `<model>_<the autoencoder whose name says what it reads>`

@@ -24,9 +24,9 @@ from neuron_explainer.debugger.scalars.kinds import BY_HOOK
 from neuron_explainer.debugger.scalars.weights import Weights
 from neuron_explainer.models.transformer import MODEL_LOCATIONS, Transformer
 
-# The most values a request may make one scalar hold over all its layers (float32: 512 MiB);
+# The most values a request may make one scalar hold over all its layers (float32: 128 MiB);
 # the per-node write vectors (attn_write, mlp_write, ...) reach it on long prompts.
-MAX_ELEMENTS = 1 << 27
+MAX_ELEMENTS = 1 << 25
 
 
 def _make_table() -> dict[str, ScalarType]:
