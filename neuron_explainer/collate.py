@@ -277,9 +277,8 @@ class Recorder:
         """Attention probabilities (b, h, q, k), divided by the post-attention norm's scale at
         each query when there is one (so that probs * value write is what joins the residual
         stream), and values per query head (b, k, h, e)."""
-        probs = cache[p + "attn.qk_probs"].float()
-        if self._scale is not None:
-            probs = probs / cache[p + self._scale].float()[:, None, :, :]
+        scale = cache[p + self._scale].float() if self._scale is not None else None
+        probs = hw.through_post_norm(cache[p + "attn.qk_probs"].float(), scale)
         return probs, self.model.expand_kv(cache[p + "attn.v"].float())
 
     @torch.no_grad()

@@ -3,7 +3,7 @@ the maths the node table's attention scalars and the records builder (`collate.R
 
 A head h attending from query q to key k writes probs[h, q, k] * (v[k, h] @ W_h) into the
 residual stream (W_h = `model.head_write(layer)[h]`, which includes a post-norm's gain; its
-per-query scale is the caller's: divide `probs` by it first). Every function accepts leading
+per-query scale divides `probs` first: `through_post_norm`). Every function accepts leading
 batch dimensions `...` (none for one prompt, (b,) for a batch of sequences):
 
   probs       (..., h, q, k)   the model's layout of `attn.qk_probs`
@@ -18,6 +18,13 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+
+def through_post_norm(probs: Tensor, scale: Tensor | None) -> Tensor:
+    """(..., h, q, k): probabilities divided by the post-norm's scale (..., q, 1) at each query
+    (sandwich norms), so that a probability times a value's write is what joins the residual
+    stream; unchanged without one."""
+    return probs if scale is None else probs / scale.unsqueeze(-3)
 
 
 def head_write_gram(head_write: Tensor) -> Tensor:

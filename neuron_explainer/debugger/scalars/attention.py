@@ -42,9 +42,7 @@ PAIR_INPUTS = ("attn.qk_probs", "attn.v", ATTN_WRITE_SCALE)
 def probs(x: Inputs, layer: int) -> Tensor:
     """(h, q, k): the probabilities divided by the post-norm's scale at each query, if any (so
     that probs times a value's write is what joins the residual stream)."""
-    p = x.act("attn.qk_probs", layer).permute(2, 0, 1)
-    scale = x.write_scale(layer, "attn")
-    return p if scale is None else p / scale.reshape(1, -1, 1)
+    return hw.through_post_norm(x.act("attn.qk_probs", layer).permute(2, 0, 1), x.write_scale(layer, "attn"))
 
 
 def values(x: Inputs, layer: int) -> Tensor:
