@@ -66,6 +66,7 @@ from neuron_explainer.activations.corpus import iter_sequences as corpus_sequenc
 from neuron_explainer.activations.datasets import DATASET_JSON, DST_FOLDERS, TOKEN_PAIR_DSTS
 from neuron_explainer.activations.running_state import state_bytes
 from neuron_explainer.activations.sharded_build import CHECKPOINT, BuildResult, run_build
+from neuron_explainer.debugger import head_writes as hw
 from neuron_explainer.file_utils import FetchError
 from neuron_explainer.models.tokenizer import as_tokenizer
 
@@ -252,16 +253,16 @@ class Recorder:
                         if s.dst == "flattened_attn_write_to_latent_summed_over_heads":
                             self._encoders[s.layer] = ae.affine_read_directions()
         self.names = sorted(names)
-        # Gram matrices W_O_h^T W_O_h: ||v W_O_h|| = sqrt(v G_h v) without materialising writes.
+        # Gram matrices (write norms without materialising writes) and each value channel's
+        # write onto each encoder row: the debugger's maths (debugger.head_writes)
         self._gram: dict[int, Tensor] = {}
         self._w_to_latent: dict[int, Tensor] = {}
         for layer in layers:
             w = model.head_write(layer).float()  # (h, d_head, d_model)
             if "attn_write_norm" in dsts:
-                self._gram[layer] = torch.einsum("hed,hfd->hef", w, w)
+                self._gram[layer] = hw.head_write_gram(w)
             if layer in self._encoders:
-                # (h, d_head, n_latents): what each value channel writes onto each encoder row
-                self._w_to_latent[layer] = torch.einsum("hed,ld->hel", w, self._encoders[layer].float())
+                self._w_to_latent[layer] = hw.head_write_onto(w, self._encoders[layer].float())
         self.n_layers = cfg.n_layers
         self._tril: dict[tuple[int, str], Tensor] = {}
 
@@ -277,9 +278,8 @@ class Recorder:
         """Attention probabilities (b, h, q, k), divided by the post-attention norm's scale at
         each query when there is one (so that probs * value write is what joins the residual
         stream), and values per query head (b, k, h, e)."""
-        probs = cache[p + "attn.qk_probs"].float()
-        if self._scale is not None:
-            probs = probs / cache[p + self._scale].float()[:, None, :, :]
+        scale = cache[p + self._scale].float() if self._scale is not None else None
+        probs = hw.through_post_norm(cache[p + "attn.qk_probs"].float(), scale)
         return probs, self.model.expand_kv(cache[p + "attn.v"].float())
 
     @torch.no_grad()
@@ -327,21 +327,18 @@ class Recorder:
                 yield spec, slice(0, spec.n_nodes), acts.float().transpose(1, 2).contiguous()
             elif spec.dst == "attn_write_norm":
                 probs, v = self._pair_inputs(cache, p)  # (b, h, q, k), (b, k, h, e)
-                vg = torch.einsum("bkhe,hef->bkhf", v, self._gram[spec.layer])
-                norms = (vg * v).sum(-1).clamp(min=0).sqrt()  # (b, k, h)
-                wn = probs * norms.permute(0, 2, 1)[:, :, None, :]  # (b, h, q, k)
+                wn = hw.write_norms(probs, v, self._gram[spec.layer])  # (b, h, q, k)
                 yield spec, slice(0, spec.n_nodes), wn.reshape(b, -1, s * s).index_select(2, tril)
             else:  # flattened_attn_write_to_latent_summed_over_heads
                 probs, v = self._pair_inputs(cache, p)
                 # d latent / d pre-activation: 1 where the latent is active (ReLU / TopK)
-                active = (cache[self._latents[("attention", spec.layer)]] != 0).float()
+                active = hw.latent_derivative(cache[self._latents[("attention", spec.layer)]])
                 active = active.transpose(1, 2)  # (b, l, q)
                 w = self._w_to_latent[spec.layer]
                 per_chunk = max(1, self.chunk_elements // max(1, b * s * s))
                 for l0 in range(0, spec.n_nodes, per_chunk):
                     l1 = min(spec.n_nodes, l0 + per_chunk)
-                    onto = torch.einsum("bkhe,hel->bkhl", v, w[:, :, l0:l1])  # (b, k, h, c)
-                    attr = torch.einsum("bhqk,bkhl->blqk", probs, onto)
+                    attr = hw.pair_writes_onto_rows(probs, v, w[:, :, l0:l1])  # (b, c, q, k)
                     attr = attr * active[:, l0:l1, :, None]
                     yield spec, slice(l0, l1), attr.reshape(b, l1 - l0, s * s).index_select(2, tril)
 
@@ -383,9 +380,8 @@ class Recorder:
             while stop < b and (stop == start or used * t < self.chunk_elements):
                 lat = active[stop].any(0).nonzero().squeeze(1)
                 if lat.numel():
-                    onto = torch.einsum("khe,hel->khl", v[stop], w[:, :, lat])
-                    attr = torch.einsum("hqk,khl->lqk", probs[stop], onto)
-                    attr = attr * active[stop][:, lat].T[:, :, None].float()
+                    attr = hw.pair_writes_onto_rows(probs[stop], v[stop], w[:, :, lat])
+                    attr = attr * hw.latent_derivative(active[stop][:, lat].T[:, :, None])
                     flat = attr.reshape(lat.numel(), s * s).index_select(1, tril)
                     scores[stop, lat] = flat.amax(1)
                     x2 = flat * flat

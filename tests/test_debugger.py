@@ -204,15 +204,17 @@ def test_results_do_not_depend_on_the_rest_of_the_batch(debugger: Debugger) -> N
         torch.testing.assert_close(batch[1].activations[site], alone[0].activations[site], rtol=1e-4, atol=1e-6)
 
 
-def test_trace_through_v_differentiates_the_heads_write_on_the_loss_gradient(debugger: Debugger) -> None:
+def test_trace_through_v_is_the_heads_direct_effect_on_the_loss(debugger: Debugger) -> None:
+    """Through V (the seed's AttentionDirectEffectReconstituter): the head's write at (q, k, h),
+    its attention weight held fixed, projected on the loss's gradient at the final residual
+    stream (final LayerNorm scale held), i.e. its direct effect; differentiated through v_k."""
     d, m = debugger, debugger.model
     layer, q, k, h = 1, 12, 4, 2
     up = Site("resid.post_emb")
-    trace = Trace(Site("attn.qk_logits", layer), (q, k, h), "V")
-    (rec,) = run(m, [PromptRequest(_tokens(d), [], _loss(d), trace)], [up], [up])
+    final = sc.final_grad_site(m.cfg.n_layers)
+    trace = Trace(Site("attn.qk_logits", layer), (q, k, h), "V", onto=final)
+    (rec,) = run(m, [PromptRequest(_tokens(d), [DETACH_LN_F], _loss(d), trace)], [up], [up])
 
-    # independent: g = d loss / d(attention output at q); objective = p(q,k,h) v_k W_O_h . g,
-    # with p held fixed; its gradient w.r.t. the embeddings flows only through v_k
     tokens = torch.tensor([_tokens(d)])
     store: dict[str, Tensor] = {}
 
@@ -224,19 +226,22 @@ def test_trace_through_v_differentiates_the_heads_write_on_the_loss_gradient(deb
             return x
         return fn
 
+    last = m.cfg.n_layers - 1
     with m.hooks(fwd={
-        "resid.post_emb": keep("emb", leaf=True), f"blocks.{layer}.resid.delta_attn": keep("delta"),
+        "resid.post_emb": keep("emb", leaf=True), f"blocks.{last}.resid.post_mlp": keep("final"),
         f"blocks.{layer}.attn.v": keep("v"), f"blocks.{layer}.attn.qk_probs": keep("p"),
+        "resid.ln_f.scale": lambda x: x.detach(),
     }):
         logits = m(tokens)
     t, x = d.single_token(TARGET, "t"), d.single_token(DISTRACTOR, "d")
     loss = logits[0, -1, t] - logits[0, -1, x]
-    (g,) = torch.autograd.grad(loss, store["delta"], retain_graph=True)
+    (g,) = torch.autograd.grad(loss, store["final"], retain_graph=True)
     dh = m.cfg.d_head
     w_h = m.xf_layers[layer].attn.out_proj.weight[:, h * dh : (h + 1) * dh]
     objective = store["p"][0, h, q, k].detach() * (w_h @ store["v"][0, k, h]) @ g[0, q]
     (g_emb,) = torch.autograd.grad(objective, store["emb"])
-    assert rec.objective == pytest.approx(float(objective), rel=1e-4, abs=1e-6)
+    assert rec.traced_value == pytest.approx(objective.item(), rel=1e-4, abs=1e-6)
+    assert rec.objective == rec.traced_value and rec.loss == pytest.approx(float(loss), abs=1e-5)
     torch.testing.assert_close(rec.gradients[up], g_emb[0], rtol=1e-4, atol=1e-6)
     assert float(g_emb[0, k + 1 :].abs().max()) == 0.0  # only tokens up to the key matter
 
@@ -290,9 +295,9 @@ def test_shared_rankings_and_cached_scored_tokens_change_nothing(debugger: Debug
         top_and_bottom_k_for_node_table=7, hide_early_layers_when_ablating=False, node_ablations=[],
     )
     request = S.BatchedTdbRequest(sub_requests=[spec])
-    d._scored_cache.clear()
+    d.scorer._cache.clear()
     cold = d.batched_tdb(request).inference_sub_responses[0]
-    assert d._scored_cache, "neurons' scored tokens are cached"
+    assert d.scorer._cache, "neurons' scored tokens are cached"
     warm = d.batched_tdb(request).inference_sub_responses[0]
     assert warm.processing_response_data_by_name == cold.processing_response_data_by_name
 
@@ -303,7 +308,7 @@ def test_shared_rankings_and_cached_scored_tokens_change_nothing(debugger: Debug
     token_step = sub.processing_request_spec_by_name["componentSumsForTokenDisplay"]
     names = sorted({dst.value for dsts in token_step.dst_list_by_group_id.values() for dst in dsts})
     acts, grads = sc.sites_needed(names, d.model)
-    parsed = d._parse(sub.inference_request_spec, "s")
+    parsed = d._parse(sub, "s")
     (rec,) = run(d.model, [parsed.request], sorted(acts, key=repr), sorted(grads, key=repr))
     for group, dsts in token_step.dst_list_by_group_id.items():
         everything = torch.cat([x.flatten() for dst in dsts for _, x in d._layer_tensors(dst.value, rec)])

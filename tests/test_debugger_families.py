@@ -4,7 +4,6 @@ sandwich norms, soft-caps, sliding windows, parallel blocks) loaded by us."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -242,17 +241,18 @@ def test_tracing_a_head_equals_autograd(setup: tuple[str, Debugger, Any], throug
     torch.testing.assert_close(rec.gradients[up], g[0], rtol=1e-4, atol=1e-6)
 
 
-def test_trace_through_v_is_the_heads_write_on_the_loss_gradient(setup: tuple[str, Debugger, Any]) -> None:
+def test_trace_through_v_is_the_heads_direct_effect_on_the_loss(setup: tuple[str, Debugger, Any]) -> None:
     family, d, hf = setup
     m = d.model
     layer, q, k, h = 0, 9, 4, m.cfg.n_heads - 1
     up = Site("resid.post_emb")
-    trace = Trace(Site("attn.qk_logits", layer), (q, k, h), "V")
+    final = sc.final_grad_site(m.cfg.n_layers)
+    trace = Trace(Site("attn.qk_logits", layer), (q, k, h), "V", onto=final)
     (rec,) = run(m, [PromptRequest(_tokens(d), [DETACH], _loss(d), trace)], [up], [up])
     # independent: W_O's slice for head h from transformers; the head's write with its
-    # probability (and any post-norm scale) held fixed, on d loss / d(what joins the residual)
+    # probability (and any post-norm scale) held fixed, on d loss / d(the final residual stream)
     store: dict[str, Tensor] = {}
-    names = {"resid.post_emb": _leaf(store, "emb"), f"blocks.{layer}.resid.delta_attn": _leaf(store, "delta"),
+    names = {"resid.post_emb": _leaf(store, "emb"), final.hook: _leaf(store, "final"),
              f"blocks.{layer}.attn.v": _leaf(store, "v"), f"blocks.{layer}.attn.qk_probs": _leaf(store, "p"),
              "resid.ln_f.scale": lambda s: s.detach()}
     if m.cfg.sandwich_norms:
@@ -260,7 +260,7 @@ def test_trace_through_v_is_the_heads_write_on_the_loss_gradient(setup: tuple[st
     with m.hooks(fwd=names):
         logits = m(torch.tensor([_tokens(d)]))
     t, x = _ids(d)
-    (g,) = torch.autograd.grad(logits[0, -1, t] - logits[0, -1, x], store["delta"], retain_graph=True)
+    (g,) = torch.autograd.grad(logits[0, -1, t] - logits[0, -1, x], store["final"], retain_graph=True)
     _, out = _hf_down_and_out(family, hf, layer)
     w = out.weight.T if family == "gpt2" else out.weight  # GPT-2's Conv1D stores (in, out)
     dh, group = m.cfg.d_head, m.cfg.n_heads // m.cfg.kv_heads
@@ -270,7 +270,7 @@ def test_trace_through_v_is_the_heads_write_on_the_loss_gradient(setup: tuple[st
         write = write * gain / store["scale"][0, q].detach()
     objective = write @ g[0, q]
     (g_emb,) = torch.autograd.grad(objective, store["emb"])
-    assert rec.objective == pytest.approx(float(objective), rel=1e-4, abs=1e-6)
+    assert rec.traced_value == pytest.approx(objective.item(), rel=1e-4, abs=1e-6)
     torch.testing.assert_close(rec.gradients[up], g_emb[0], rtol=1e-4, atol=1e-6)
 
 
@@ -307,24 +307,3 @@ def test_node_table_answers_on_every_family(setup: tuple[str, Debugger, Any]) ->
         assert all(v == v and abs(v) < 1e30 for v in values)
     for name in ("upvotedOutputTokens", "inputTokensThatUpvoteMlp", "inputTokensThatUpvoteAttnQ", "inputTokensThatUpvoteAttnK"):
         assert any(t is not None for t in data[name].top_tokens_list), name
-
-
-def test_scored_input_tokens_equal_autograd_through_the_first_norm(setup: tuple[str, Debugger, Any], tmp_path: Path) -> None:
-    """A head's Q read direction against its key: d score / d (normalized query input), as the
-    debugger computes it, equals autograd through our model with the key side fixed."""
-    _, d, _ = setup
-    m = d.model
-    layer, q, k, h = 0, 6, 2, m.cfg.n_heads - 1
-    node = S.MirroredNodeIndex(node_type=S.NodeType.ATTENTION_HEAD, tensor_indices=(q, k, h), layer_index=layer, pass_type=S.PassType.FORWARD)
-    sites = [Site(s, layer) for s in ("attn.q", "attn.k", "resid.post_attn_ln", "attn.qk_logits")]
-    (rec,) = run(m, [PromptRequest(_tokens(d))], sites)
-    got = d._node_read(node, rec, S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_ATTN_Q)
-    assert got is not None
-    store: dict[str, Tensor] = {}
-    with m.hooks(fwd={f"blocks.{layer}.resid.post_attn_ln": _leaf(store, "normed"),
-                      f"blocks.{layer}.attn.k": lambda x: x.detach(),
-                      f"blocks.{layer}.attn.qk_logits": _leaf(store, "scores")}):
-        m(torch.tensor([_tokens(d)]))
-    (g,) = torch.autograd.grad(store["scores"][0, h, q, k], store["normed"])
-    gain = m.input_norm_gain(layer, "attn")
-    torch.testing.assert_close(got, (g[0, q] * gain).float(), rtol=1e-4, atol=1e-6)

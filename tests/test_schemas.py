@@ -909,8 +909,31 @@ def test_read_and_explainer_responses_shape() -> None:
 ########## Enums ##########
 
 
+# The seed's DerivedScalarType values no request can ask its server for: they need
+# DstConfig.node_index_for_attribution (or a single node's write), which the server never sets.
+NOT_REQUESTABLE = {
+    "attn_out_edge_attribution", "mlp_out_edge_attribution", "online_autoencoder_out_edge_attribution",
+    "attn_query_in_edge_attribution", "attn_key_in_edge_attribution", "attn_value_in_edge_attribution",
+    "mlp_in_edge_attribution", "online_autoencoder_in_edge_attribution", "token_out_edge_attribution",
+    "attn_query_in_edge_activation", "attn_key_in_edge_activation", "mlp_in_edge_activation",
+    "online_autoencoder_in_edge_activation", "single_node_write", "single_node_write_to_final_residual_grad",
+    "grad_of_single_subnode_attribution",
+}
+
+
 def test_enum_values_match_seed() -> None:
-    assert len(s.DerivedScalarType) == 106
+    from neuron_explainer.debugger import scalars as sc
+
+    # the seed's 106 values, less what cannot be requested; each one is computed
+    assert len(s.DerivedScalarType) + len(NOT_REQUESTABLE) == 106
+    assert {d.value for d in s.DerivedScalarType} == set(sc.SCALARS)
+    assert not NOT_REQUESTABLE & set(sc.SCALARS)
+    # every value the original client sends
+    for value in ("mlp_post_act", "attn_write_norm", "unflattened_attn_write_norm", "vocab_token_write_to_input_direction",
+                  "online_mlp_autoencoder_latent", "online_attention_autoencoder_latent", "mlp_autoencoder_latent",
+                  "attention_autoencoder_latent", "flattened_attn_write_to_latent_summed_over_heads",
+                  "attn_write_to_latent_summed_over_heads"):
+        assert s.DerivedScalarType(value)
     assert (
         s.DerivedScalarType("unflattened_attn_write_norm")
         is s.DerivedScalarType.UNFLATTENED_ATTN_WRITE_NORM

@@ -74,7 +74,8 @@ def demo_app() -> Iterator[Any]:
     args = parse_args([])
     apply_demo_defaults(args)
     registry = DatasetRegistry.with_published(base="http://127.0.0.1:9/")
-    registry.register_local_dataset(demo.NAME, demo.DATASET_DIR)
+    for folder in demo.DATASET_DIRS:
+        registry.register_local_dataset(demo.NAME, folder)
     yield create_app(build_debugger(args), registry)
     # what the run did (pytest -s shows it): positive cases must reach the model, some answer 200
     for key, n in sorted(STATUSES.items()):
@@ -93,7 +94,10 @@ schema = schemathesis.openapi.from_dict(
 PROMPT = "<|endoftext|>When Mary and John went to the store, John gave a drink to"
 SMALL = 6  # below every size of the demo model: tokens of PROMPT, heads, neurons, latents
 N_LAYERS = 4
-DATASET_DSTS = ["mlp_post_act", "attn_write_norm", "mlp_autoencoder_latent", "attention_autoencoder_latent"]
+DATASET_DSTS = [
+    "mlp_post_act", "attn_write_norm", "mlp_autoencoder_latent", "attention_autoencoder_latent",
+    "flattened_attn_write_to_latent_summed_over_heads",
+]
 COMPUTED_DSTS = sorted(sc.SCALARS)
 READ_PATHS = {"/neuron_record", "/attention_head_record", "/existing_explanations", "/explain", "/score"}
 

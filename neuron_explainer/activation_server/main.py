@@ -367,8 +367,8 @@ def apply_demo_defaults(args: argparse.Namespace) -> None:
         args.sae = [str(p) for p in sorted(demo.RESID_SAES_DIR.glob("blocks.*.hook_resid_post"))]
     if args.transcoders is None and (demo.TRANSCODERS_DIR / "config.yaml").is_file():
         args.transcoders = str(demo.TRANSCODERS_DIR)
-    if demo.DATASET_DIR.is_dir() and not any(d.startswith(demo.NAME + "=") for d in args.dataset):
-        args.dataset.append(f"{demo.NAME}={demo.DATASET_DIR}")
+    if not any(d.startswith(demo.NAME + "=") for d in args.dataset):
+        args.dataset += [f"{demo.NAME}={folder}" for folder in demo.DATASET_DIRS if folder.is_dir()]
 
 
 def build_registry(args: argparse.Namespace) -> DatasetRegistry:

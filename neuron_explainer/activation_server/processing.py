@@ -1,7 +1,9 @@
 """Answering inference requests: one batched pass, then each named processing step.
 
 `Debugger.batched` is the whole pipeline:
-  1. parse every sub-request into a `PromptRequest` (tokens, ablations, loss or trace);
+  1. parse every sub-request into a `PromptRequest` (tokens, ablations, loss or trace) and the
+     context its scalars need (`scalars.Context`: the direct effects' direction, the node of
+     within-layer gradients, the node whose input tokens are scored);
   2. work out which activations and gradients the processing steps need and run all prompts in
      one forward + backward pass (`debugger.inference.run`);
   3. compute each step's derived scalars from that single recording (`debugger.scalars`).
@@ -15,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +27,8 @@ from torch import Tensor
 
 from neuron_explainer.activation_server import schemas as S
 from neuron_explainer.activation_server.errors import RequestError
+from neuron_explainer.activation_server.scored_tokens import TokenScorer, finite
+from neuron_explainer.debugger import reads
 from neuron_explainer.debugger import scalars as sc
 from neuron_explainer.debugger.inference import (
     Ablation,
@@ -38,32 +42,26 @@ from neuron_explainer.debugger.inference import (
 from neuron_explainer.models.tokenizer import Tokenizer, as_tokenizer
 from neuron_explainer.models.transformer import MODEL_LOCATIONS, Transformer
 
-# API activation location names that differ from our hook locations.
-_LATENT_LOCATIONS = {
-    S.ActivationLocationType.ONLINE_MLP_AUTOENCODER_LATENT.value: sc.MLP_LATENTS,
-    S.ActivationLocationType.ONLINE_ATTENTION_AUTOENCODER_LATENT.value: sc.ATTN_LATENTS,
-}
-_NODE_LOCATION = {  # where a node of each type is ablated / read
+_NODE_LOCATION = {  # where a node of each type is ablated, and read as an activation
     "mlp_neuron": "mlp.post_act",
     "attention_head": "attn.qk_probs",
-    "mlp_autoencoder_latent": sc.MLP_LATENTS,
-    "attention_autoencoder_latent": sc.ATTN_LATENTS,
+    **{k.node_type: k.hook for k in sc.LATENT_KINDS},
 }
-_TRACE_LOCATION = {  # what tracing a node differentiates (neurons: see _trace_locations)
-    "attention_head": "attn.qk_logits",
-    "mlp_autoencoder_latent": sc.MLP_LATENTS,
-    "attention_autoencoder_latent": sc.ATTN_LATENTS,
+_NODE_LOCATION_TYPE = {  # the same, as the API's activation location types
+    "mlp_neuron": S.ActivationLocationType.MLP_POST_ACT.value,
+    "attention_head": S.ActivationLocationType.ATTN_QK_PROBS.value,
+    **{k.node_type: k.location_type for k in sc.LATENT_KINDS},
 }
 _SCORED_TOKENS = 10  # top and bottom tokens per node in the TDB node table
-_SCORED_CACHE_SIZE = 4096  # entries (a node's 2 x 10 tokens, a few kB each)
-_SCORED_CHUNK = 512  # nodes scored against the vocabulary at once (GPT-2: 100 MB of scores)
 _PROMPT_LENGTH_LIMIT = 500  # for batched top-k requests, as in the original server
+_DETACH_FINAL_NORM = Ablation(Site("resid.ln_f.scale"), (None, None), 0.0, "backward")
 
 
 @dataclass
 class _Parsed:
     request: PromptRequest
     token_strings: list[str]
+    context: sc.Context
 
 
 class Debugger:
@@ -85,28 +83,31 @@ class Debugger:
         self.weights = sc.Weights(model)
         self.n_layers = model.cfg.n_layers
         self.token_strings = _token_strings(self.tokenizer, model.cfg.n_vocab)
-        # a neuron is traced through its pre-activation, a gated one through its activation
-        self._trace_locations = {"mlp_neuron": model.mlp_traced_location, **_TRACE_LOCATION}
-        # scored tokens of nodes whose scores depend on the weights alone, across requests
-        self._scored_cache: dict[tuple[Any, ...], S.TopTokens] = {}
-        self.scored_cache_size = _SCORED_CACHE_SIZE  # 0: no cache
+        # scored tokens, and the cache of those that depend on the weights alone
+        self.scorer = TokenScorer(self.weights, self.token_strings)
         self.max_prompt_tokens: int | None = None  # None: the model's context (--max-prompt-tokens)
+
+    @property
+    def scored_cache_size(self) -> int:
+        return self.scorer.cache_size
+
+    @scored_cache_size.setter
+    def scored_cache_size(self, value: int) -> None:
+        self.scorer.cache_size = value
 
     # ------------------------------------------------------------ model info
 
     @property
     def has_mlp_autoencoder(self) -> bool:
-        return any(a.latents.endswith(sc.MLP_LATENTS) for a in self.model.attachments())
+        return bool(self.weights.latent_layers(sc.MLP_LATENTS))
 
     @property
     def has_attention_autoencoder(self) -> bool:
-        return any(a.latents.endswith(sc.ATTN_LATENTS) for a in self.model.attachments())
+        return bool(self.weights.latent_layers(sc.ATTN_LATENTS))
 
     def _n_latents(self, kind: str) -> int | None:
-        try:
-            return int(self.weights.autoencoder(kind, 0)[0].n_latents)
-        except KeyError:
-            return None
+        layers = self.weights.latent_layers(kind)
+        return int(self.weights.autoencoder(kind, layers[0])[0].n_latents) if layers else None
 
     def model_info(self) -> S.ModelInfoResponse:
         cfg = self.model.cfg
@@ -156,23 +157,47 @@ class Debugger:
             )
         return tokens[0]
 
-    def _site(self, location: str, layer: int | None, field: str) -> Site:
-        location = _LATENT_LOCATIONS.get(location, location)
-        if location in (sc.MLP_LATENTS, sc.ATTN_LATENTS):
+    def _latent_kind(self, name: str, field: str, hint: sc.LatentKind | None) -> sc.LatentKind:
+        """The latent kind an API location or node type names; the seed's generic one
+        (`online_autoencoder_latent`, `autoencoder_latent`) is the one kind loaded, or the
+        kind the sub-request's scalars are about."""
+        if name in sc.BY_LOCATION_TYPE:
+            return sc.BY_LOCATION_TYPE[name]
+        if name in sc.BY_NODE_TYPE:
+            return sc.BY_NODE_TYPE[name]
+        loaded = self.weights.loaded_kinds()
+        if len(loaded) == 1:
+            return loaded[0]
+        if hint is not None:
+            return hint
+        if not loaded:
+            raise RequestError(f"{field}: no autoencoder is loaded (start the server with one)")
+        raise RequestError(
+            f"{field}: {name} is ambiguous with both MLP and attention autoencoders loaded; use "
+            "online_mlp_autoencoder_latent or online_attention_autoencoder_latent"
+        )
+
+    def _site(self, location: str, layer: int | None, field: str, hint: sc.LatentKind | None = None) -> Site:
+        if location in (sc.GENERIC_LOCATION_TYPE, *sc.BY_LOCATION_TYPE):
+            location = self._latent_kind(location, field, hint).hook
+        if location in sc.BY_HOOK:
             if layer is None:
                 raise RequestError(f"{field}.layerIndex: latents need a layer index")
             try:
                 self.weights.autoencoder(location, layer)
             except KeyError:
-                kind = "MLP" if location == sc.MLP_LATENTS else "attention"
+                kind = sc.BY_HOOK[location].label
+                where = "" if not self.weights.latent_layers(location) else f" at layer {layer}"
                 raise RequestError(
-                    f"{field}: no {kind} autoencoder is loaded (start the server with one)"
+                    f"{field}: no {kind} autoencoder is loaded{where} (start the server with one)"
                 ) from None
         layerless = location in MODEL_LOCATIONS
         if layerless:
             return Site(location, None)
         if layer is None or not 0 <= layer < self.n_layers:
             raise RequestError(f"{field}.layerIndex: {layer} is not a layer of this {self.n_layers}-layer model")
+        if location not in self.model.block_locations() and location not in sc.BY_HOOK:
+            raise RequestError(f"{field}.activationLocationType: this {self.model.cfg.family} model has no {location}")
         return Site(location, layer)
 
     def _shape(self, site: Site, n_tokens: int) -> tuple[int, ...]:
@@ -185,13 +210,15 @@ class Debugger:
             return (n_tokens, cfg.n_heads, cfg.d_head)
         if loc in ("attn.k", "attn.v"):
             return (n_tokens, cfg.kv_heads, cfg.d_head)
+        if loc == "attn.head_out":
+            return (n_tokens, cfg.n_heads, cfg.d_model)
         if loc.startswith("mlp."):
             return (n_tokens, cfg.d_mlp)
         if loc.endswith(".scale"):
             return (n_tokens, 1)
         if loc == "logits":
             return (n_tokens, cfg.n_vocab)
-        if loc in (sc.MLP_LATENTS, sc.ATTN_LATENTS):
+        if loc in sc.BY_HOOK:
             assert site.layer is not None
             return (n_tokens, self.weights.autoencoder(loc, site.layer)[0].n_latents)
         return (n_tokens, cfg.d_model)
@@ -210,17 +237,9 @@ class Debugger:
                 raise RequestError(f"{field}.tensorIndices[{axis}]: {i} is out of range 0..{size - 1}")
         return tuple(out)
 
-    def _node_site_and_index(self, node: S.MirroredNodeIndex, n_tokens: int, field: str, locations: dict[str, str]) -> tuple[Site, tuple[int | None, ...]]:
-        node_type = node.node_type.value
-        if node_type not in locations:
-            raise RequestError(f"{field}.nodeType: {node_type} nodes cannot be ablated or traced")
-        site = self._site(locations[node_type], node.layer_index, field)
-        index = self._check_index(site, list(node.tensor_indices), n_tokens, field)
-        return site, index
-
-    def _ablation(self, spec: S.AblationSpec, n_tokens: int, field: str) -> Ablation:
+    def _ablation(self, spec: S.AblationSpec, n_tokens: int, field: str, hint: sc.LatentKind | None) -> Ablation:
         loc = spec.index.activation_location_type.value
-        site = self._site(loc, spec.index.layer_index, field + ".index")
+        site = self._site(loc, spec.index.layer_index, field + ".index", hint)
         index = self._check_index(site, list(spec.index.tensor_indices), n_tokens, field + ".index")
         if not math.isfinite(spec.value):
             raise RequestError(f"{field}.value must be finite")
@@ -229,30 +248,69 @@ class Debugger:
             raise RequestError(f"{field}.value: {spec.value} does not fit the model's {self.model.dtype} (at most {largest:g})")
         return Ablation(site, index, spec.value, spec.index.pass_type.value)
 
-    def _trace(self, cfg: S.MirroredTraceConfig, n_tokens: int, field: str) -> Trace:
+    def _node_kind(self, node_type: str, field: str, hint: sc.LatentKind | None = None) -> str:
+        """A node type as the debugger knows it (the generic latent type resolved)."""
+        if node_type == sc.GENERIC_NODE_TYPE:
+            return self._latent_kind(node_type, field, hint).node_type
+        return node_type
+
+    def _trace(self, cfg: S.MirroredTraceConfig, n_tokens: int, field: str, hint: sc.LatentKind | None) -> tuple[Trace, sc.ReadNode, list[Site]]:
+        """The trace, the node as scalars read it, and the norm scales tracing it holds."""
         node = cfg.node_index
-        site, index = self._node_site_and_index(node, n_tokens, field + ".nodeIndex", self._trace_locations)
+        kind = self._node_kind(node.node_type.value, field + ".nodeIndex.nodeType", hint)
+        if kind not in _NODE_LOCATION:
+            raise RequestError(f"{field}.nodeIndex.nodeType: {kind} nodes cannot be traced")
+        location = self.model.mlp_traced_location if kind == "mlp_neuron" else "attn.qk_logits" if kind == "attention_head" else _NODE_LOCATION[kind]
+        site = self._site(location, node.layer_index, field + ".nodeIndex", hint)
+        index = self._check_index(site, list(node.tensor_indices), n_tokens, field + ".nodeIndex")
+        layer = site.layer
+        assert layer is not None
         through = cfg.attention_trace_type.value if cfg.attention_trace_type else None
-        if node.node_type.value == "attention_head":
+        readout = None
+        api_index = index
+        if kind == "attention_head":
             if any(i is None for i in index):
                 raise RequestError(f"{field}.nodeIndex.tensorIndices: an attention node needs query, key and head")
             through = through or "QK"
-            q, k = (i % n_tokens for i in index[:2])  # type: ignore[operator]
+            q, k = index[0], index[1]
+            assert q is not None and k is not None
             if k > q:
                 raise RequestError(f"{field}.nodeIndex.tensorIndices: key token {k} comes after query token {q}; a token only attends to earlier ones")
         elif through is not None:
             raise RequestError(f"{field}.attentionTraceType applies to attention heads only")
-        downstream = None
+        if kind in sc.BY_NODE_TYPE:
+            # a latent is traced through its pre-activation: its encoder row on the input
+            if index[0] is None or index[1] is None:
+                raise RequestError(f"{field}.nodeIndex.tensorIndices: a latent is traced at one token")
+            hook = sc.BY_NODE_TYPE[kind].hook
+            try:
+                reads_location = self.weights.reads(hook, layer)
+                reads.sublayer_of(self.weights, kind, layer)
+            except sc.Unsupported as e:
+                raise RequestError(f"{field}.nodeIndex: {e}") from None
+            readout = _latent_pre_activation(self.weights, hook, layer, index[1])
+            site, index = Site(reads_location, layer), (index[0],)
+        read = sc.ReadNode(kind, layer, api_index, through if through != "V" else None)
+        held = reads.held_scales(self.weights, kind, layer) if cfg.detach_layer_norm_scale else []
+        downstream = onto = None
         if cfg.downstream_trace_config is not None:
             if through != "V":
                 raise RequestError(f"{field}.downstreamTraceConfig needs attentionTraceType V")
             if cfg.downstream_trace_config.attention_trace_type == S.AttentionTraceType.V:
                 # checked before recursing: a deeply nested chain is refused at its second link
                 raise RequestError(f"{field}.downstreamTraceConfig cannot itself trace through V")
-            downstream = self._trace(cfg.downstream_trace_config, n_tokens, field + ".downstreamTraceConfig")
-            if downstream.through == "V":
-                raise RequestError(f"{field}.downstreamTraceConfig cannot itself trace through V")
-        return Trace(site, index, through, downstream)  # type: ignore[arg-type]
+            downstream, down_node, down_held = self._trace(cfg.downstream_trace_config, n_tokens, field + ".downstreamTraceConfig", hint)
+            held += down_held
+            direction = reads.input_direction(self.weights, down_node.kind, down_node.layer)
+            if not sc.precedes(layer, sc.ATTN, direction):
+                raise RequestError(
+                    f"{field}.downstreamTraceConfig: the downstream node (layer {down_node.layer}) does not "
+                    f"read the traced head's write (layer {layer}) directly"
+                )
+            onto = direction.site
+        elif through == "V":
+            onto = sc.final_grad_site(self.n_layers)
+        return Trace(site, index, through, downstream, readout, onto), read, held  # type: ignore[arg-type]
 
     def _loss(self, cfg: S.LossFnConfig, field: str) -> LogitDiffLoss:
         name = cfg.name.value
@@ -270,17 +328,74 @@ class Debugger:
             name,  # type: ignore[arg-type]
         )
 
-    def _parse(self, spec: S.InferenceRequestSpec, field: str) -> _Parsed:
+    def _hint(self, sub: S.InferenceSubRequest) -> sc.LatentKind | None:
+        """The one latent kind a sub-request's scalars are about, if any (what the seed's generic
+        latent location means there)."""
+        kinds: set[str] = set()
+        for spec in sub.processing_request_spec_by_name.values():
+            for dst in self._spec_dsts(spec):
+                node_type = sc.SCALARS[dst].node_type if dst in sc.SCALARS else ""
+                if node_type in sc.BY_NODE_TYPE:
+                    kinds.add(sc.BY_NODE_TYPE[node_type].hook)
+                elif dst == "vocab_token_write_to_input_direction":
+                    kinds.add(sc.MLP_LATENTS)
+                elif "_to_latent" in dst:
+                    kinds.add(sc.ATTN_LATENTS)
+        return sc.BY_HOOK[kinds.pop()] if len(kinds) == 1 else None
+
+    def _within_layer_node(self, index: S.MirroredActivationIndex, n_tokens: int, field: str, hint: sc.LatentKind | None) -> sc.ReadNode:
+        """activationIndexForWithinLayerGrad: the node whose own gradient scalars read."""
+        location = index.activation_location_type.value
+        site = self._site(location, index.layer_index, field, hint)
+        kinds = {"mlp.post_act": "mlp_neuron", "mlp.pre_act": "mlp_neuron", "attn.qk_probs": "attention_head", "attn.qk_logits": "attention_head"}
+        kind = kinds.get(site.location) or (sc.BY_HOOK[site.location].node_type if site.location in sc.BY_HOOK else None)
+        if kind is None or site.layer is None:
+            raise RequestError(f"{field}.activationLocationType: {location} is not an MLP neuron, attention head or latent location")
+        tensor_index = self._check_index(site, list(index.tensor_indices), n_tokens, field)
+        if tensor_index[-1] is None or (kind == "attention_head" and None in tensor_index):
+            raise RequestError(f"{field}.tensorIndices: name the node (only its token may be \"All\")")
+        return sc.ReadNode(kind, site.layer, tensor_index, "QK" if kind == "attention_head" else None)
+
+    def _vocab_node(self, ablations: Sequence[Ablation]) -> sc.ReadNode | None:
+        """The node of the request's one backward ablation at a neuron or latent (the original
+        client's node page injects a unit gradient there), for scoring its input tokens."""
+        nodes = []
+        for a in ablations:
+            if a.pass_type != "backward" or a.site.layer is None:
+                continue
+            if a.site.location == "mlp.post_act":
+                nodes.append(sc.ReadNode("mlp_neuron", a.site.layer, a.index))
+            elif a.site.location in sc.BY_HOOK:
+                nodes.append(sc.ReadNode(sc.BY_HOOK[a.site.location].node_type, a.site.layer, a.index))
+        return nodes[0] if len(nodes) == 1 and nodes[0].index[-1] is not None else None
+
+    def _parse(self, sub: S.InferenceSubRequest, field: str) -> _Parsed:
+        spec = sub.inference_request_spec
+        hint = self._hint(sub)
         tokens = self.encode_prompt(spec.prompt, field + ".prompt")
         ablations = [
-            self._ablation(a, len(tokens), f"{field}.ablationSpecs[{i}]")
+            self._ablation(a, len(tokens), f"{field}.ablationSpecs[{i}]", hint)
             for i, a in enumerate(spec.ablation_specs or [])
         ]
+        vocab = self._vocab_node(ablations)
         loss = self._loss(spec.loss_fn_config, field + ".lossFnConfig") if spec.loss_fn_config else None
-        trace = self._trace(spec.trace_config, len(tokens), field + ".traceConfig") if spec.trace_config else None
-        if trace is not None and spec.trace_config and spec.trace_config.detach_layer_norm_scale:
-            ablations.append(Ablation(Site("resid.ln_f.scale"), (None, None), 0.0, "backward"))
-        return _Parsed(PromptRequest(tokens, ablations, loss, trace), [self.token_strings[t] for t in tokens])
+        trace = None
+        read = None
+        direction = sc.final_direction(self.n_layers)
+        if spec.trace_config is not None:
+            trace, traced, held = self._trace(spec.trace_config, len(tokens), field + ".traceConfig", hint)
+            # direct effects are on what the traced node reads (through V: the head's own input)
+            direction = reads.input_direction(self.weights, traced.kind, traced.layer)
+            if trace.through != "V":
+                read = traced
+            if spec.trace_config.detach_layer_norm_scale:
+                ablations += [Ablation(s, (None, None), 0.0, "backward") for s in held] + [_DETACH_FINAL_NORM]
+        if spec.activation_index_for_within_layer_grad is not None:
+            read = self._within_layer_node(
+                spec.activation_index_for_within_layer_grad, len(tokens), field + ".activationIndexForWithinLayerGrad", hint
+            )
+        context = sc.Context(direction, read, vocab)
+        return _Parsed(PromptRequest(tokens, ablations, loss, trace), [self.token_strings[t] for t in tokens], context)
 
     # ------------------------------------------------------------ processing
 
@@ -288,19 +403,21 @@ class Debugger:
         subs = request.inference_sub_requests
         if not subs:
             raise RequestError("inferenceSubRequests: at least one sub-request is needed")
-        parsed = [self._parse(s.inference_request_spec, f"inferenceSubRequests[{i}].inferenceRequestSpec") for i, s in enumerate(subs)]
+        parsed = [self._parse(s, f"inferenceSubRequests[{i}].inferenceRequestSpec") for i, s in enumerate(subs)]
         self._check_specs(subs, parsed)
 
-        names: list[str] = []
+        names: set[str] = set()
         extra: set[Site] = set()
         for sub in subs:
             for spec in sub.processing_request_spec_by_name.values():
-                names += self._scalar_names(spec, sub)
+                names |= set(self._spec_dsts(spec))
                 extra |= self._extra_sites(spec)
-        acts, grads = sc.sites_needed(sorted(set(names)), self.model)
+        acts, grads = sc.sites_needed(sorted(names), self.weights, [p.context for p in parsed])
         start = time.perf_counter()
         recordings = run(self.model, [p.request for p in parsed], sorted(acts | extra, key=repr), sorted(grads, key=repr))
         elapsed = time.perf_counter() - start
+        for rec, p in zip(recordings, parsed, strict=True):
+            rec.context = p.context
 
         # Node sets of top-k steps are unioned by step name across the batch.
         nodes_by_name: dict[str, list[S.MirroredNodeIndex]] = {}
@@ -317,12 +434,17 @@ class Debugger:
             data: dict[str, Any] = {}
             for name, spec in sub.processing_request_spec_by_name.items():
                 field = f"inferenceSubRequests[{i}].processingRequestSpecByName.{name}"
-                data[name] = self._process(spec, rec, nodes_by_name, sub, field)
+                try:
+                    data[name] = self._process(spec, rec, nodes_by_name, sub, field)
+                except sc.Unsupported as e:
+                    raise RequestError(f"{field}: {e}") from None
             info = S.InferenceAndTokenData(
                 inference_time=elapsed,
                 memory_used_before=None,
                 memory_used_after=None,
-                loss=rec.objective,
+                loss=rec.loss,
+                # the seed's: the traced node's value (through V: its direct effect)
+                activation_value_for_backward_pass=rec.traced_value,
                 tokens_as_ints=rec.tokens,
                 tokens_as_strings=p.token_strings,
             )
@@ -338,29 +460,39 @@ class Debugger:
         lengths = []
         for i, sub in enumerate(subs):
             specs = sub.processing_request_spec_by_name
+            ctx = parsed[i].context
+            n_tokens = len(parsed[i].request.tokens)
             for name, spec in specs.items():
                 field = f"inferenceSubRequests[{i}].processingRequestSpecByName.{name}"
                 for dst in self._spec_dsts(spec):
                     if dst not in sc.SCALARS:
                         raise RequestError(f"{field}.dst: {dst} is not computed by this server; supported: {sorted(sc.SCALARS)}")
-                    if sc.SCALARS[dst].node_type.endswith("autoencoder_latent"):
-                        kind = sc.MLP_LATENTS if "mlp" in sc.SCALARS[dst].node_type else sc.ATTN_LATENTS
-                        self._site(kind, 0, field)
+                    reason = sc.problem(dst, self.weights, ctx, n_tokens)
+                    if reason:
+                        raise RequestError(f"{field}.dst: {dst}: {reason}")
                 if isinstance(spec, (S.ScoredTokensRequestSpec, S.TokenPairAttributionRequestSpec)):
                     dep = specs.get(spec.depends_on_spec_name)
                     if not isinstance(dep, S.MultipleTopKDerivedScalarsRequestSpec):
                         raise RequestError(f"{field}.dependsOnSpecName: {spec.depends_on_spec_name!r} is not a top-k step of this sub-request")
                 if isinstance(spec, (S.DerivedScalarsRequestSpec, S.DerivedAttentionScalarsRequestSpec)):
-                    st = sc.SCALARS[spec.dst.value]
-                    if st.layered and (spec.layer_index is None or not 0 <= spec.layer_index < self.n_layers):
-                        raise RequestError(f"{field}.layerIndex: {spec.layer_index} is not a layer of this {self.n_layers}-layer model")
-                    if isinstance(spec, S.DerivedAttentionScalarsRequestSpec) and st.node_type != "attention_head":
-                        raise RequestError(f"{field}.dst: {spec.dst.value} is not an attention scalar")
-                n_tokens = len(parsed[i].request.tokens)
-                if isinstance(spec, S.MultipleTopKDerivedScalarsRequestSpec) and spec.token_index is not None and not -n_tokens <= spec.token_index < n_tokens:
-                    raise RequestError(f"{field}.tokenIndex: {spec.token_index} is not a token of this {n_tokens}-token prompt")
+                    _, st = sc.resolve(spec.dst.value, self.weights)
+                    if st.layered and spec.layer_index not in st.layer_list(self.weights, ctx):
+                        where = st.layer_list(self.weights, ctx)
+                        raise RequestError(
+                            f"{field}.layerIndex: {spec.layer_index} is not a layer {spec.dst.value} has "
+                            f"(it has {', '.join(map(str, where)) or 'none'} of this {self.n_layers}-layer model)"
+                        )
+                    if isinstance(spec, S.DerivedAttentionScalarsRequestSpec) and st.token_axes != 2:
+                        raise RequestError(f"{field}.dst: {spec.dst.value} is not a scalar per token pair")
+                    if isinstance(spec, S.DerivedScalarsRequestSpec) and spec.pass_type == S.PassType.BACKWARD and st.raw is None:
+                        raise RequestError(f"{field}.passType: {spec.dst.value} has no backward-pass value (only activations as recorded have gradients)")
+                if isinstance(spec, S.MultipleTopKDerivedScalarsRequestSpec):
+                    if spec.pass_type == S.PassType.BACKWARD:
+                        raise RequestError(f"{field}.passType: top-k requests rank forward-pass values")
+                    if spec.token_index is not None and not -n_tokens <= spec.token_index < n_tokens:
+                        raise RequestError(f"{field}.tokenIndex: {spec.token_index} is not a token of this {n_tokens}-token prompt")
             if any(isinstance(s, S.MultipleTopKDerivedScalarsRequestSpec) for s in specs.values()):
-                lengths.append(len(parsed[i].request.tokens))
+                lengths.append(n_tokens)
         if any(n > _PROMPT_LENGTH_LIMIT for n in lengths):
             raise RequestError(f"prompt: top-k requests take at most {_PROMPT_LENGTH_LIMIT} tokens, got {lengths}")
         if len(set(lengths)) > 1:
@@ -374,37 +506,31 @@ class Debugger:
             return [spec.dst.value]
         return []
 
-    def _scalar_names(self, spec: Any, sub: S.InferenceSubRequest) -> list[str]:
-        names = self._spec_dsts(spec)
-        if isinstance(spec, S.DerivedScalarsRequestSpec) and spec.num_top_tokens:
-            names.append("mlp_post_act" if "mlp" in spec.dst.value else spec.dst.value)
-        return names
-
     def _extra_sites(self, spec: Any) -> set[Site]:
-        """Activations needed beyond the scalars' own: for scored tokens and attributions."""
+        """Activations needed beyond the scalars' own: for scored tokens, attributions and the
+        top tokens of single-node requests (their nodes are only known after the pass)."""
         layers = range(self.n_layers)
 
         def every_layer(*locations: str | None) -> set[Site]:
             return {Site(loc, layer) for loc in locations if loc is not None for layer in layers}
 
+        writes = every_layer("attn.v") | {Site("resid.post_emb")}
         if isinstance(spec, S.ScoredTokensRequestSpec):
-            sites = every_layer("attn.v", "attn.qk_probs") | {Site("resid.post_emb")}
-            if spec.token_scoring_type == S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_MLP:
-                sites |= every_layer("resid.post_mlp_ln")
-            if spec.token_scoring_type in (S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_ATTN_Q, S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_ATTN_K):
-                soft_capped = "attn.qk_logits" if self.model.cfg.attn_softcap is not None else None
-                sites |= every_layer("attn.q", "attn.k", "resid.post_attn_ln", soft_capped)
-            return sites
-        if isinstance(spec, S.TokenPairAttributionRequestSpec) and self.has_attention_autoencoder:
-            return every_layer("attn.v", "attn.qk_probs", self.model.write_scale_location("attn"))
+            if spec.token_scoring_type == S.TokenScoringType.UPVOTED_OUTPUT_TOKENS:
+                return writes
+            return self.scorer.read_sites(spec.token_scoring_type)
+        if isinstance(spec, S.TokenPairAttributionRequestSpec):
+            return {Site(loc, layer) for layer in self.weights.latent_layers(sc.ATTN_LATENTS)
+                    for loc in ("attn.v", "attn.qk_probs", sc.ATTN_LATENTS, self.model.write_scale_location("attn")) if loc}
+        if isinstance(spec, S.DerivedScalarsRequestSpec) and spec.num_top_tokens:
+            return writes
         return set()
 
     # ----------------------------------------------------------------- top-k
 
     def _layer_tensors(self, dst: str, rec: Recording) -> list[tuple[int | None, Tensor]]:
-        st = sc.SCALARS[dst]
-        layers: Iterable[int | None] = range(self.n_layers) if st.layered else [None]
-        return [(layer, sc.compute(dst, rec, self.weights, layer)) for layer in layers]
+        _, st = sc.resolve(dst, self.weights)
+        return [(layer, sc.compute(dst, rec, self.weights, layer)) for layer in st.layer_list(self.weights, rec.context)]
 
     def _restrict(self, x: Tensor, token_index: int | None) -> Tensor:
         return x if token_index is None else x[token_index : token_index + 1 or None]
@@ -426,6 +552,8 @@ class Debugger:
             ]
             directions = [True] if group.exclude_bottom_k else [True, False]
             n_total = sum(x.numel() for _, _, x in segments)
+            if n_total == 0:
+                continue
             if spec.top_and_bottom_k is None and n_total > S.MAX_NODE_TABLE_K:
                 raise RequestError(
                     f"topAndBottomK: without it every one of the {n_total} {group.value} nodes is "
@@ -459,6 +587,8 @@ class Debugger:
         same answer as one top-k over everything, without concatenating millions)."""
         values, where = [], []
         for seg, (_, _, x) in enumerate(segments):
+            if x.numel() == 0:
+                continue
             top = x.flatten().topk(min(k, x.numel()), largest=largest)
             values.append(top.values)
             where += [(seg, i) for i in top.indices.tolist()]
@@ -467,15 +597,18 @@ class Debugger:
 
     def _value_at(self, dsts: Sequence[S.DerivedScalarType], node: S.MirroredNodeIndex, rec: Recording) -> float:
         for dst in dsts:
-            st = sc.SCALARS[dst.value]
-            if st.node_type == node.node_type.value:
-                x = sc.compute(dst.value, rec, self.weights, node.layer_index)
+            if sc.SCALARS[dst.value].node_type != node.node_type.value:
+                continue
+            if node.layer_index not in sc.resolve(dst.value, self.weights)[1].layer_list(self.weights, rec.context):
+                continue
+            x = sc.compute(dst.value, rec, self.weights, node.layer_index)
+            if x.ndim == len(node.tensor_indices):
                 return float(x[tuple(node.tensor_indices)])
         raise RequestError(f"no scalar in the group scores {node.node_type.value} nodes")
 
     def _multiple_top_k(self, spec: S.MultipleTopKDerivedScalarsRequestSpec, rec: Recording, nodes: list[S.MirroredNodeIndex]) -> S.MultipleTopKDerivedScalarsResponseData:
         activations = {
-            group: [_finite(self._value_at(dsts, n, rec)) for n in nodes]
+            group: [finite(self._value_at(dsts, n, rec)) for n in nodes]
             for group, dsts in spec.dst_list_by_group_id.items()
         }
         keep = {d.value for d in spec.dimensions_to_keep_for_intermediate_sum}
@@ -483,13 +616,15 @@ class Debugger:
         for group, dsts in spec.dst_list_by_group_id.items():
             sums[group] = {}
             for dst in dsts:
-                # axes: token axes first (one, or query and key for attention), then the node axis
-                n_token_axes = 2 if sc.SCALARS[dst.value].node_type == "attention_head" else 1
+                # axes: token axes first (one, or query and key for attention), then the node axes
+                n_token_axes = sc.resolve(dst.value, self.weights)[1].token_axes
                 kept_axes = [a for a, name in enumerate(("sequence_tokens", "attended_to_sequence_tokens")[:n_token_axes]) if name in keep]
                 per_layer = []
                 for _, x in self._layer_tensors(dst.value, rec):
                     drop = [a for a in range(x.ndim) if a not in kept_axes]
                     per_layer.append(x.sum(dim=drop) if drop else x)
+                if not per_layer:
+                    continue
                 # "layers" kept: one leading entry per layer (a single one for layerless scalars
                 # such as the embeddings), else summed over layers
                 total = torch.stack(per_layer) if S.Dimension.LAYERS.value in keep else sum(per_layer[1:], per_layer[0])
@@ -504,181 +639,21 @@ class Debugger:
             intermediate_sum_activations_by_dst_by_group_id=sums,
         )
 
-    # --------------------------------------------------------- scored tokens
-
-    def _top_tokens(self, scores: Tensor, n: int) -> list[S.TopTokens]:
-        """Most and least scored vocabulary tokens per row of `scores` (nodes x vocab)."""
-        n = min(n, scores.shape[-1])
-        top_v, top_i = scores.topk(n, dim=-1)
-        bot_v, bot_i = scores.topk(n, dim=-1, largest=False)
-        scale = torch.maximum(top_v[:, :1].abs(), bot_v[:, :1].abs()).clamp(min=1e-30)
-
-        def pack(values: list[float], ids: list[int], scale: float) -> list[S.TokenAndScalar]:
-            return [
-                S.TokenAndScalar(token=self.token_strings[t], scalar=_finite(v), normalized_scalar=_finite(v / scale))
-                for t, v in zip(ids, values, strict=True)
-            ]
-
-        return [
-            S.TopTokens(top=pack(tv, ti, s), bottom=pack(bv, bi, s))
-            for tv, ti, bv, bi, s in zip(
-                top_v.tolist(), top_i.tolist(), bot_v.tolist(), bot_i.tolist(), scale[:, 0].tolist(), strict=True
-            )
-        ]
-
-    def _unembed(self, writes: Tensor) -> Tensor:
-        """Logit-lens scores of residual-stream write vectors (the final norm's scale held
-        constant)."""
-        return self.model.logit_lens(writes)
-
-    def _node_write(self, node: S.MirroredNodeIndex, rec: Recording) -> Tensor | None:
-        """The residual-stream vector a node writes per unit of activation (None if undefined);
-        under sandwich norms, before the post-norm's per-token scale (a positive factor)."""
-        t = node.tensor_indices
-        layer = node.layer_index
-        kind = node.node_type.value
-        if kind == "mlp_neuron" and layer is not None:
-            return self.weights.mlp_write(layer)[:, t[-1]]
-        if kind == "attention_head" and layer is not None:
-            head = int(t[2])  # type: ignore[arg-type]
-            v = rec.activations[Site("attn.v", layer)][t[1], self.model.kv_head(head)].float()
-            return v @ self.weights.head_write(layer)[head]
-        if kind in ("mlp_autoencoder_latent", "attention_autoencoder_latent") and layer is not None:
-            latents = sc.MLP_LATENTS if kind.startswith("mlp") else sc.ATTN_LATENTS
-            return self.weights.latent_write(latents, layer)[:, t[-1]]
-        if kind == "layer":
-            return rec.activations[Site("resid.post_emb")][t[0]].float()
-        return None
-
-    def _node_read(self, node: S.MirroredNodeIndex, rec: Recording, scoring: S.TokenScoringType) -> Tensor | None:
-        """The direction, in the space of the reading norm's output before its gain, in which
-        moving the node's input token would raise what tracing the node differentiates: the
-        gradient of that quantity at the recorded input (exact for the linear parts; a gated
-        MLP's activation and Qwen3's query/key norms are differentiated where they are)."""
-        t = node.tensor_indices
-        layer = node.layer_index
-        kind = node.node_type.value
-        if layer is None:
-            return None
-        model = self.model
-        if scoring == S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_MLP:
-            if kind == "mlp_neuron":
-                onto = torch.zeros(model.cfg.d_mlp, device=model.device)
-                onto[t[-1]] = 1.0
-            elif kind == "mlp_autoencoder_latent":
-                ae, reads = self.weights.autoencoder(sc.MLP_LATENTS, layer)
-                if reads != "mlp.post_act":
-                    return None
-                # an ungated MLP is differentiated through its pre-activations (GELU taken as
-                # the identity, as the seed does), a gated one through its activation
-                rows = ae.affine_read_directions()
-                if rows is None:
-                    return None
-                onto = rows[t[-1]].float()
-            else:
-                return None
-            y = rec.activations[Site("resid.post_mlp_ln", layer)][t[0]]
-            grad = _vjp(lambda x: model.mlp_traced(layer, x), y, onto)
-            return grad * model.input_norm_gain(layer, "mlp").float()
-        if kind != "attention_head":
-            return None
-        q_tok, k_tok, head = (int(i) for i in t)  # type: ignore[arg-type]
-        kv = model.kv_head(head)
-        scale = model.cfg.scale
-        if model.cfg.attn_softcap is not None:  # d tanh-capped score / d raw score
-            capped = rec.activations[Site("attn.qk_logits", layer)][q_tok, k_tok, head].float()
-            scale *= float(1 - (capped / model.cfg.attn_softcap) ** 2)
-        normed = rec.activations[Site("resid.post_attn_ln", layer)]
-        if scoring == S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_ATTN_Q:
-            # tokens whose query, against this key, raises the attention score
-            key = rec.activations[Site("attn.k", layer)][k_tok, kv].float()
-            position = torch.tensor([q_tok], device=model.device)
-            grad = _vjp(lambda x: model.queries(layer, x[None], position)[0, head], normed[q_tok], key * scale)
-        else:
-            query = rec.activations[Site("attn.q", layer)][q_tok, head].float()
-            position = torch.tensor([k_tok], device=model.device)
-            grad = _vjp(lambda x: model.keys(layer, x[None], position)[0, kv], normed[k_tok], query * scale)
-        return grad * model.input_norm_gain(layer, "attn").float()
-
-    def _scored_tokens(self, spec: S.ScoredTokensRequestSpec, rec: Recording, nodes: list[S.MirroredNodeIndex]) -> S.ScoredTokensResponseData:
-        writes = spec.token_scoring_type == S.TokenScoringType.UPVOTED_OUTPUT_TOKENS
-        keys = [self._static_scores_key(n, spec) for n in nodes]
-        results: list[S.TopTokens | None] = [None if k is None else self._scored_cache.get(k) for k in keys]
-        missing = [i for i, r in enumerate(results) if r is None]
-        with torch.no_grad():
-            vectors = {
-                i: self._node_write(nodes[i], rec) if writes else self._node_read(nodes[i], rec, spec.token_scoring_type)
-                for i in missing
-            }
-            present = [(i, v) for i, v in vectors.items() if v is not None]
-            # a matmul with the vocabulary per chunk of nodes: a chunk's scores (nodes x vocab)
-            # stay small whatever the number of nodes (k and sub-requests at their bounds)
-            for start in range(0, len(present), _SCORED_CHUNK):
-                chunk = present[start : start + _SCORED_CHUNK]
-                stacked = torch.stack([v for _, v in chunk])
-                scores = self._unembed(stacked) if writes else self.weights.read_embeddings(stacked)
-                for (i, _), top in zip(chunk, self._top_tokens(scores, spec.num_tokens), strict=True):
-                    results[i] = top
-                    key = keys[i]
-                    if key is not None:
-                        self._remember_scores(key, top)
-        return S.ScoredTokensResponseData(node_indices=nodes, top_tokens_list=results)
-
-    def _static_scores_key(self, node: S.MirroredNodeIndex, spec: S.ScoredTokensRequestSpec) -> tuple[Any, ...] | None:
-        """A cache key for the node's scored tokens when they depend on the weights alone (a
-        neuron's or a latent's write or read direction), None when they depend on the prompt
-        (a head's write depends on its value vector, its Q/K reads on the other side)."""
-        if node.node_type.value not in ("mlp_neuron", "mlp_autoencoder_latent", "attention_autoencoder_latent"):
-            return None
-        if spec.token_scoring_type == S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_MLP and self.model.cfg.gated_mlp:
-            return None  # a gated neuron's read depends on where it is differentiated
-        return (spec.token_scoring_type, spec.num_tokens, node.node_type, node.layer_index, node.tensor_indices[-1])
-
-    def _remember_scores(self, key: tuple[Any, ...], top: S.TopTokens) -> None:
-        if self.scored_cache_size <= 0:
-            return
-        if len(self._scored_cache) >= self.scored_cache_size:
-            self._scored_cache.pop(next(iter(self._scored_cache)))  # the oldest entry
-        self._scored_cache[key] = top
-
-    def _token_pair_attribution(self, spec: S.TokenPairAttributionRequestSpec, rec: Recording, nodes: list[S.MirroredNodeIndex]) -> S.TokenPairAttributionResponseData:
-        """For attention-autoencoder latents: which attended-to tokens their input came from.
-        The latent's pre-activation is linear in the attention output, which is a sum over
-        (key token, head) of the heads' writes, so each key token gets its share."""
-        out: list[S.TopTokensAttendedTo | None] = []
-        for n in nodes:
-            if n.node_type != S.NodeType.ATTENTION_AUTOENCODER_LATENT or n.layer_index is None:
-                out.append(None)
-                continue
-            layer, (q, latent) = n.layer_index, n.tensor_indices
-            assert q is not None and latent is not None
-            q %= len(rec.tokens)
-            ae, _ = self.weights.autoencoder(sc.ATTN_LATENTS, layer)
-            probs = rec.activations[Site("attn.qk_probs", layer)][q, : q + 1].float()  # (keys, H)
-            values = self.model.expand_kv(rec.activations[Site("attn.v", layer)][: q + 1].float())
-            writes = torch.einsum("khe,hed->khd", values, self.weights.head_write(layer))
-            rows = ae.affine_read_directions()
-            if rows is None:  # its encoder is not linear in the attention output
-                out.append(None)
-                continue
-            per_key = torch.einsum("kh,khd,d->k", probs, writes, rows[latent].float())
-            scale = self.model.write_scale_location("attn")
-            if scale is not None:  # the latent reads the write after the post-attention norm
-                per_key = per_key / rec.activations[Site(scale, layer)][q].float()
-            k = min(spec.num_tokens_attended_to, q + 1)
-            top = per_key.topk(k)
-            out.append(S.TopTokensAttendedTo(token_indices=top.indices.tolist(), attributions=[_finite(v) for v in top.values.tolist()]))
-        return S.TokenPairAttributionResponseData(node_indices=nodes, top_tokens_attended_to_list=out)
-
     # ---------------------------------------------------- single-node scalars
 
     def _derived_scalars(self, spec: S.DerivedScalarsRequestSpec, rec: Recording) -> S.DerivedScalarsResponseData:
-        st = sc.SCALARS[spec.dst.value]
-        x = sc.compute(spec.dst.value, rec, self.weights, spec.layer_index if st.layered else None)
+        dst = spec.dst.value
+        st = sc.SCALARS[dst]
+        layer = spec.layer_index if st.layered else None
+        if spec.pass_type == S.PassType.BACKWARD:
+            x = sc.compute_backward(dst, rec, self.weights, layer)
+        else:
+            x = sc.compute(dst, rec, self.weights, layer)
+        if x.ndim != 2:
+            where = "/derived_attention_scalars" if sc.resolve(dst, self.weights)[1].token_axes == 2 else "a top-k request"
+            raise RequestError(f"dst: {dst} has {x.ndim - 1} axes per token, not one; use {where}")
         if spec.activation_index >= x.shape[-1] or spec.activation_index < 0:
             raise RequestError(f"activationIndex: {spec.activation_index} is out of range for {x.shape[-1]} nodes")
-        if x.ndim != 2:
-            raise RequestError(f"dst: {spec.dst.value} is per token pair; use /derived_attention_scalars")
         values = x[:, spec.activation_index]
         nodes = [
             S.MirroredNodeIndex(node_type=S.NodeType(st.node_type), tensor_indices=(t, spec.activation_index), layer_index=spec.layer_index, pass_type=spec.pass_type)
@@ -688,16 +663,18 @@ class Debugger:
         if spec.num_top_tokens:
             with torch.no_grad():
                 if st.node_type == "vocab_token":
-                    # token reads: the scores are already per vocabulary token
-                    scores = x[spec.activation_index if spec.dst.value == "vocab_token_write_to_input_direction" else -1]
-                    top_tokens = None if bool((scores == 0).all()) else self._top_tokens(scores[None], spec.num_top_tokens)[0]
+                    # token reads: the scores are already per vocabulary token (the same at every
+                    # position for the node's input tokens: the seed takes the first)
+                    scores = x[0 if dst == "vocab_token_write_to_input_direction" else -1]
+                    top_tokens = None if bool((scores == 0).all()) else self.scorer.top_tokens(scores[None], spec.num_top_tokens)[0]
                 else:
-                    write = self._node_write(nodes[0], rec)
+                    write = self.scorer.node_write(nodes[0], rec)
                     if write is not None and float(values[0]) != 0:
-                        scores = self._unembed(write[None]) * (1 if float(values[0]) > 0 else -1)
-                        top_tokens = self._top_tokens(scores, spec.num_top_tokens)[0]
+                        # a negative activation writes the opposite way: its top tokens flip
+                        scores = self.model.logit_lens(write[None]) * (1 if float(values[0]) > 0 else -1)
+                        top_tokens = self.scorer.top_tokens(scores, spec.num_top_tokens)[0]
         return S.DerivedScalarsResponseData(
-            activations=[_finite(v) for v in values.tolist()],
+            activations=[finite(v) for v in values.tolist()],
             normalized_activations=None,
             node_indices=nodes,
             top_tokens=top_tokens,
@@ -705,22 +682,28 @@ class Debugger:
 
     def _derived_attention_scalars(self, spec: S.DerivedAttentionScalarsRequestSpec, rec: Recording) -> S.DerivedAttentionScalarsResponseData:
         x = sc.compute(spec.dst.value, rec, self.weights, spec.layer_index)
-        if not 0 <= spec.activation_index < x.shape[-1]:
+        if x.ndim != 3:
+            raise RequestError(f"dst: {spec.dst.value} is not one scalar per token pair and head")
+        if sc.SCALARS[spec.dst.value].node_type == "layer":
+            pair = x[..., 0]  # summed over heads: one value per pair (the seed ignores activationIndex)
+        elif not 0 <= spec.activation_index < x.shape[-1]:
             raise RequestError(f"activationIndex: {spec.activation_index} is out of range for {x.shape[-1]} heads")
-        head = x[..., spec.activation_index]  # (Q, K)
+        else:
+            pair = x[..., spec.activation_index]  # (Q, K)
         return S.DerivedAttentionScalarsResponseData(
             token_and_attention_scalars_list=attention_summaries(
-                [self.token_strings[t] for t in rec.tokens], head
+                [self.token_strings[t] for t in rec.tokens], pair
             )
         )
 
     def _process(self, spec: Any, rec: Recording, nodes_by_name: dict[str, list[S.MirroredNodeIndex]], sub: S.InferenceSubRequest, field: str) -> Any:
+        inputs = sc.Inputs(rec, self.weights, rec.context)
         if isinstance(spec, S.MultipleTopKDerivedScalarsRequestSpec):
             return self._multiple_top_k(spec, rec, nodes_by_name[_name_of(sub, spec)])
         if isinstance(spec, S.ScoredTokensRequestSpec):
-            return self._scored_tokens(spec, rec, nodes_by_name[spec.depends_on_spec_name])
+            return self.scorer.scored_tokens(spec, inputs, nodes_by_name[spec.depends_on_spec_name])
         if isinstance(spec, S.TokenPairAttributionRequestSpec):
-            return self._token_pair_attribution(spec, rec, nodes_by_name[spec.depends_on_spec_name])
+            return self.scorer.token_pair_attribution(spec, inputs, nodes_by_name[spec.depends_on_spec_name])
         if isinstance(spec, S.DerivedScalarsRequestSpec):
             return self._derived_scalars(spec, rec)
         if isinstance(spec, S.DerivedAttentionScalarsRequestSpec):
@@ -750,7 +733,8 @@ class Debugger:
         loss: S.LossFnConfig | None = S.LossFnConfig(
             name=S.LossFnName.LOGIT_DIFF, target_tokens=spec.target_tokens, distractor_tokens=spec.distractor_tokens
         )
-        ablations = [self._node_ablation(a, f"{field}.nodeAblations[{i}]") for i, a in enumerate(spec.node_ablations or [])]
+        n_tokens = len(self.encode_prompt(spec.prompt, f"{field}.prompt")) if spec.node_ablations else 0
+        ablations = [self._node_ablation(a, n_tokens, f"{field}.nodeAblations[{i}]") for i, a in enumerate(spec.node_ablations or [])]
         # the final LayerNorm's scale is treated as a constant in every backward pass
         ablations.append(
             S.AblationSpec(
@@ -816,9 +800,9 @@ class Debugger:
             processing_request_spec_by_name=steps,
         )
 
-    def _node_ablation(self, ablation: S.NodeAblation, field: str) -> S.AblationSpec:
+    def _node_ablation(self, ablation: S.NodeAblation, n_tokens: int, field: str) -> S.AblationSpec:
         node = ablation.node_index
-        kind = node.node_type.value
+        kind = self._node_kind(node.node_type.value, f"{field}.nodeIndex.nodeType")
         if kind not in _NODE_LOCATION:
             raise RequestError(f"{field}.nodeIndex.nodeType: {kind} nodes cannot be ablated")
         t = list(node.tensor_indices)
@@ -828,15 +812,13 @@ class Debugger:
             raise RequestError(f"{field}.nodeIndex.tensorIndices: a {kind} node has {expected} indices {what}, got {len(t)}")
         if t[0] is None or t[-1] is None:
             raise RequestError(f"{field}.nodeIndex.tensorIndices: need the token and the node index")
-        location = {
-            "mlp_neuron": S.ActivationLocationType.MLP_POST_ACT,
-            "attention_head": S.ActivationLocationType.ATTN_QK_PROBS,
-            "mlp_autoencoder_latent": S.ActivationLocationType.ONLINE_MLP_AUTOENCODER_LATENT,
-            "attention_autoencoder_latent": S.ActivationLocationType.ONLINE_ATTENTION_AUTOENCODER_LATENT,
-        }[kind]
+        location = S.ActivationLocationType(_NODE_LOCATION_TYPE[kind])
         if kind == "attention_head":
-            # a head at a token pair (query, key, head); a missing key ablates all keys
-            indices: S.AllOrOneIndices = (t[0], "All" if t[1] is None else t[1], t[2] or 0)
+            q, k = t[0], t[1]
+            if k is not None and not 0 <= k <= q:
+                raise RequestError(f"{field}.nodeIndex.tensorIndices[1]: {k} is not a key token of query token {q}")
+            # as the seed does: the head's attention from the query token, to every key
+            indices: S.AllOrOneIndices = (t[0], "All", t[2] or 0)
         else:
             indices = (t[0], t[-1])
         return S.AblationSpec(
@@ -845,12 +827,17 @@ class Debugger:
         )
 
 
-def _vjp(fn: Any, x: Tensor, onto: Tensor) -> Tensor:
-    """d(fn(x) . onto)/dx at x, with x detached from any graph."""
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        (grad,) = torch.autograd.grad((fn(x).float() * onto).sum(), x)
-    return grad.float()
+
+
+def _latent_pre_activation(w: sc.Weights, hook: str, layer: int, latent: int) -> Any:
+    """What tracing a latent differentiates: its pre-activation (encoder row on the autoencoder's
+    input minus its pre-bias, plus its latent bias), a function of that input vector."""
+    ae, _ = w.autoencoder(hook, layer)
+
+    def readout(x: Tensor) -> Tensor:
+        return ae.encode_pre_act(x.to(ae.dtype))[..., latent].float()
+
+    return readout
 
 
 def _token_strings(tokenizer: Tokenizer, n_vocab: int) -> list[str]:
@@ -907,16 +894,16 @@ def attention_summaries(tokens: list[str], scalars: Tensor) -> list[S.TokenAndAt
         out.append(
             S.TokenAndAttentionScalars(
                 token=tok,
-                scalars=[_finite(v) for v in x[i, : i + 1].tolist()],
-                normalized_scalars=[_finite(v) for v in normalized[i, : i + 1].tolist()],
-                total_scalar_in=_finite(float(total_in[i])),
-                normalized_total_scalar_in=_finite(float(norm(total_in)[i])),
-                max_scalar_in=_finite(float(max_in[i])),
-                normalized_max_scalar_in=_finite(float(norm(max_in)[i])),
-                total_scalar_out=_finite(float(total_out[i])),
-                normalized_total_scalar_out=_finite(float(norm(total_out)[i])),
-                max_scalar_out=_finite(float(max_out[i])),
-                normalized_max_scalar_out=_finite(float(norm(max_out)[i])),
+                scalars=[finite(v) for v in x[i, : i + 1].tolist()],
+                normalized_scalars=[finite(v) for v in normalized[i, : i + 1].tolist()],
+                total_scalar_in=finite(float(total_in[i])),
+                normalized_total_scalar_in=finite(float(norm(total_in)[i])),
+                max_scalar_in=finite(float(max_in[i])),
+                normalized_max_scalar_in=finite(float(norm(max_in)[i])),
+                total_scalar_out=finite(float(total_out[i])),
+                normalized_total_scalar_out=finite(float(norm(total_out)[i])),
+                max_scalar_out=finite(float(max_out[i])),
+                normalized_max_scalar_out=finite(float(norm(max_out)[i])),
             )
         )
     return out
@@ -954,17 +941,12 @@ def _unravel(offset: int, shape: torch.Size) -> tuple[int, ...]:
     return tuple(reversed(out))
 
 
-def _finite(x: float) -> float:
-    # JSON has no NaN/inf; the original server sent -999 for them
-    return x if math.isfinite(x) else -999.0
-
-
 def _tensor_nd(x: Tensor) -> Any:
     if x.ndim == 0:
-        return S.Tensor0D(value=_finite(float(x)))
+        return S.Tensor0D(value=finite(float(x)))
     rows = x.tolist()
     if x.ndim == 1:
-        return S.Tensor1D(value=[_finite(v) for v in rows])
+        return S.Tensor1D(value=[finite(v) for v in rows])
     if x.ndim == 2:
-        return S.Tensor2D(value=[[_finite(v) for v in r] for r in rows])
-    return S.Tensor3D(value=[[[_finite(v) for v in r] for r in m] for m in rows])
+        return S.Tensor2D(value=[[finite(v) for v in r] for r in rows])
+    return S.Tensor3D(value=[[[finite(v) for v in r] for r in m] for m in rows])

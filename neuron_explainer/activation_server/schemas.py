@@ -189,7 +189,10 @@ class Dimension(StrEnum):
 
 
 class DerivedScalarType(StrEnum):
-    """Every scalar quantity the server knows how to compute (raw activations and derived ones)."""
+    """Every scalar quantity the server computes (raw activations and derived ones; the
+    definitions are the seed's, see debugger/scalars). The seed's edge attributions and
+    activations and single-node writes are not here: they need a node the seed's server never
+    sets from a request (DstConfig.node_index_for_attribution), so no request could ask for them."""
 
     LOGITS = "logits"
     RESID_POST_EMBEDDING = "resid_post_embedding"
@@ -285,24 +288,8 @@ class DerivedScalarType(StrEnum):
         "attn_write_to_latent_per_sequence_token_batched"
     )
     TOKEN_ATTRIBUTION = "token_attribution"
-    SINGLE_NODE_WRITE = "single_node_write"
-    GRAD_OF_SINGLE_SUBNODE_ATTRIBUTION = "grad_of_single_subnode_attribution"
-    ATTN_OUT_EDGE_ATTRIBUTION = "attn_out_edge_attribution"
-    MLP_OUT_EDGE_ATTRIBUTION = "mlp_out_edge_attribution"
-    ONLINE_AUTOENCODER_OUT_EDGE_ATTRIBUTION = "online_autoencoder_out_edge_attribution"
-    ATTN_QUERY_IN_EDGE_ATTRIBUTION = "attn_query_in_edge_attribution"
-    ATTN_KEY_IN_EDGE_ATTRIBUTION = "attn_key_in_edge_attribution"
-    ATTN_VALUE_IN_EDGE_ATTRIBUTION = "attn_value_in_edge_attribution"
-    MLP_IN_EDGE_ATTRIBUTION = "mlp_in_edge_attribution"
-    ONLINE_AUTOENCODER_IN_EDGE_ATTRIBUTION = "online_autoencoder_in_edge_attribution"
-    TOKEN_OUT_EDGE_ATTRIBUTION = "token_out_edge_attribution"
-    SINGLE_NODE_WRITE_TO_FINAL_RESIDUAL_GRAD = "single_node_write_to_final_residual_grad"
     VOCAB_TOKEN_WRITE_TO_INPUT_DIRECTION = "vocab_token_write_to_input_direction"
     ALWAYS_ONE = "always_one"
-    ATTN_QUERY_IN_EDGE_ACTIVATION = "attn_query_in_edge_activation"
-    ATTN_KEY_IN_EDGE_ACTIVATION = "attn_key_in_edge_activation"
-    MLP_IN_EDGE_ACTIVATION = "mlp_in_edge_activation"
-    ONLINE_AUTOENCODER_IN_EDGE_ACTIVATION = "online_autoencoder_in_edge_activation"
     MLP_AUTOENCODER_LATENT = "mlp_autoencoder_latent"
     MLP_AUTOENCODER_WRITE_NORM = "mlp_autoencoder_write_norm"
     ONLINE_MLP_AUTOENCODER_LATENT = "online_mlp_autoencoder_latent"

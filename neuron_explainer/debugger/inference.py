@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -68,15 +68,22 @@ class Trace:
     """Differentiate one node instead of the loss.
 
     `site`/`index` name the pre-activation to differentiate (for attention: the QK logit at
-    (query, key, head)). `through` restricts an attention node to its query side ("Q"), key side
-    ("K") or both ("QK"). "V" differentiates the head's write at that token pair projected on
-    the gradient of `downstream` (another Trace) or, without one, of the loss.
+    (query, key, head)). With `readout`, the quantity is `readout` of the activation vector at
+    `site` at token `index[0]` instead (a latent's pre-activation: its encoder row applied to
+    the autoencoder's input). `through` restricts an attention node to its query side ("Q"), key
+    side ("K") or both ("QK"). "V" differentiates the head's direct effect at that token pair:
+    its write, with the attention weight held fixed, projected on the gradient of `downstream`
+    (another Trace) or, without one, of the loss, taken at the residual stream site `onto` just
+    before the downstream node (or the final one, for the loss). Holding norm scales constant is
+    the caller's (backward ablations of their scale sites).
     """
 
     site: Site
     index: Index
     through: Literal["Q", "K", "QK", "V"] | None = None
     downstream: Trace | None = None
+    readout: Callable[[Tensor], Tensor] | None = None
+    onto: Site | None = None
 
 
 @dataclass
@@ -97,8 +104,11 @@ class Recording:
     tokens: list[int]
     activations: dict[Site, Tensor] = field(default_factory=dict)
     gradients: dict[Site, Tensor] = field(default_factory=dict)
-    objective: float | None = None  # value of the loss, or of the traced quantity
+    objective: float | None = None  # what was differentiated: the traced quantity, else the loss
+    loss: float | None = None  # the loss, when the request has one (also while tracing)
+    traced_value: float | None = None  # the traced quantity, when tracing
     derived: dict[tuple[str, int | None], Tensor] = field(default_factory=dict)  # scalars cache
+    context: Any = None  # what the derived scalars need to know of the request (their caller's)
 
 
 def _model_index(site: Site, row: int, index: Index) -> tuple[int | slice, ...]:
@@ -165,9 +175,12 @@ def run(
         fwd.setdefault("resid.post_emb", []).insert(0, _require_grad)
     with torch.set_grad_enabled(needs_grad), model.hooks(fwd=fwd, bwd=bwd):
         logits = model(tokens, pad=pad)
-        objectives = [
-            _objective(model, r, row, lengths[row], logits, kept) for row, r in enumerate(requests)
+        losses = [_loss(r.loss, logits[row, lengths[row] - 1]) for row, r in enumerate(requests)]
+        traced = [
+            None if r.trace is None else _traced(model, r.trace, row, losses[row], kept)
+            for row, r in enumerate(requests)
         ]
+        objectives = [losses[row] if r.trace is None else traced[row] for row, r in enumerate(requests)]
         for row, r in enumerate(requests):
             if objectives[row] is None and any(a.pass_type == "backward" for a in r.ablations):
                 # nothing to differentiate, but a backward ablation injects a gradient: give the
@@ -189,8 +202,9 @@ def run(
             g = grads.get(site)
             full = torch.zeros_like(kept[site][row]) if g is None else g[row]
             rec.gradients[site] = _to_prompt_layout(site, full.detach(), lengths[row])
-        obj = objectives[row]
-        rec.objective = None if obj is None else float(obj.detach())
+        rec.objective, rec.loss, rec.traced_value = (
+            None if x is None else float(x.detach()) for x in (objectives[row], losses[row], traced[row])
+        )
         out.append(rec)
     return out
 
@@ -199,27 +213,21 @@ def _require_grad(x: Tensor) -> Tensor:
     return x if x.requires_grad else x.detach().requires_grad_(True)
 
 
-def _objective(
-    model: Transformer, r: PromptRequest, row: int, length: int, logits: Tensor, kept: dict[Site, Tensor]
-) -> Tensor | None:
-    if r.trace is None:
-        return _loss(r.loss, logits[row, length - 1]) if r.loss is not None else None
-    if r.trace.through != "V":
-        return _node_value(r.trace, row, kept)
-    # Through V: the head's write at (q, k, h), with the attention weight held fixed, projected
-    # on the gradient (w.r.t. that layer's attention output at token q) of what is downstream.
-    q, k, h = (int(i) for i in r.trace.index)  # type: ignore[arg-type]
-    layer = r.trace.site.layer
-    assert layer is not None
-    downstream = (
-        _node_value(r.trace.downstream, row, kept)
-        if r.trace.downstream is not None
-        else _loss(r.loss or LogitDiffLoss(kind="zero"), logits[row, length - 1])
-    )
-    delta = kept[Site("resid.delta_attn", layer)]
+def _traced(model: Transformer, trace: Trace, row: int, loss: Tensor | None, kept: dict[Site, Tensor]) -> Tensor | None:
+    if trace.through != "V":
+        return _node_value(trace, row, kept)
+    # Through V: the head's direct effect at (q, k, h): its write, with the attention weight held
+    # fixed, projected on the gradient of what is downstream at the residual stream just before
+    # it (the write joins that stream directly).
+    q, k, h = (int(i) for i in trace.index)  # type: ignore[arg-type]
+    layer = trace.site.layer
+    assert layer is not None and trace.onto is not None, "a trace through V needs its site `onto`"
+    downstream = _node_value(trace.downstream, row, kept) if trace.downstream is not None else loss
     if downstream is None or not downstream.requires_grad:
         return None
-    (g,) = torch.autograd.grad(downstream, delta, retain_graph=True)
+    (g,) = torch.autograd.grad(downstream, kept[trace.onto], retain_graph=True, allow_unused=True)
+    if g is None:  # the downstream quantity does not read that residual stream
+        return None
     v = kept[Site("attn.v", layer)][row, k, model.kv_head(h)]
     p = kept[Site("attn.qk_probs", layer)][row, h, q, k].detach()
     write = p * (v @ model.head_write(layer)[h])
@@ -230,6 +238,10 @@ def _objective(
 
 
 def _node_value(trace: Trace, row: int, kept: dict[Site, Tensor]) -> Tensor:
+    if trace.readout is not None:
+        token = trace.index[0]
+        assert token is not None, "a traced readout needs its token"
+        return trace.readout(kept[trace.site][row, token])
     return kept[trace.site][_model_index(trace.site, row, trace.index)].sum()
 
 
@@ -256,7 +268,9 @@ def _trace_sites(model: Transformer, requests: Sequence[PromptRequest]) -> set[S
             sites.add(t.site)
             if t.through == "V":
                 layer = t.site.layer
-                sites |= {Site("resid.delta_attn", layer), Site("attn.v", layer), Site("attn.qk_probs", layer)}
+                sites |= {Site("attn.v", layer), Site("attn.qk_probs", layer)}
+                if t.onto is not None:
+                    sites.add(t.onto)
                 if scale is not None:
                     sites.add(Site(scale, layer))
             t = t.downstream

@@ -681,6 +681,10 @@ class Transformer(nn.Module):
             return None
         return rope.cos_sin(self.inv_freq, positions[None], self.dtype)
 
+    def mlp_activation(self, traced: Tensor) -> Tensor:
+        """An ungated MLP's activations from its pre-activations (mlp_traced's values)."""
+        return self._act(traced)
+
     def mlp_traced(self, layer: int, normed: Tensor) -> Tensor:
         """(..., d_mlp): the traced MLP quantity (see mlp_traced_location) of normalized inputs."""
         mlp: Any = self.xf_layers[layer].mlp

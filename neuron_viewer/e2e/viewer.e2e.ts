@@ -2,7 +2,7 @@
 // ablation, tracing, reload), node pages, errors. Screenshots go to test-artifacts/screenshots.
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { AUTOENCODERS, EXPECT_RECORDS, IOI_PROMPT, STRICT, TOP_K } from "./config";
+import { AUTOENCODERS, EXPECT_RECORDS, IOI_PROMPT, RANDOM_FAMILY, STRICT, TOP_K } from "./config";
 import { launchBrowser, numberAt, queryOf, rowKeys, screenshot, settled } from "./helpers";
 
 const baseUrl = inject("baseUrl");
@@ -82,7 +82,8 @@ describe("debugger page", () => {
     expect(await rows.count()).toBeGreaterThan(5);
     expect(await page.locator('[data-testid="node-row"][data-kind="attention"]').count()).toBeGreaterThan(0);
     const chips = await page.locator('[data-testid="prompt-tokens"] .token-chip').allTextContents();
-    expect(chips[0]).toContain("<|endoftext|>");
+    // the prompt's start token: GPT-2's end-of-text, or the BOS token of a model that has one
+    expect(chips[0]).toMatch(RANDOM_FAMILY === "llama" ? /<bos>/ : /<\|endoftext\|>/);
     expect(chips.at(-1)).toContain("to");
     nTokens = chips.length;
     expect(nTokens).toBeGreaterThan(10);
@@ -154,6 +155,10 @@ describe("debugger page", () => {
     expect(queryOf(page).get("trace")).toBe(mlpKey);
     await expect.poll(() => page.getByTestId("trace-info").textContent()).toContain("Tracing upstream");
     expect(await page.getByTestId("loss-summary").textContent()).toContain("Traced node");
+    // the traced node's value (the server's activationValueForBackwardPass), not NaN
+    const tracedValue = await numberAt(page, '[data-testid="loss-value"]');
+    expect(Number.isFinite(tracedValue)).toBe(true);
+    expect(await page.getByTestId("loss-value").textContent()).not.toContain("NaN");
     expect(await page.getByTestId("node-row").count()).toBeGreaterThan(0);
 
     // a head through V, onto the traced neuron: the neuron stays as the downstream node
@@ -163,7 +168,8 @@ describe("debugger page", () => {
     await page.waitForURL((url) => url.searchParams.get("traceType") === "V" && url.searchParams.get("downstream") === mlpKey);
     await settled(page);
     expect(await page.getByTestId("trace-downstream").textContent()).toContain("onto");
-    expect(await page.getByTestId("loss-summary").textContent()).toContain("Downstream node");
+    expect(await page.getByTestId("loss-summary").textContent()).toContain("downstream node");
+    expect(Number.isFinite(await numberAt(page, '[data-testid="loss-value"]'))).toBe(true);
     expect(await page.getByTestId("node-row").count()).toBeGreaterThan(0);
 
     const head = page.locator('[data-testid="node-row"][data-kind="attention"]').first();
@@ -219,6 +225,16 @@ describe("debugger page", () => {
     seen = await types();
     expect(seen.has("attention_head")).toBe(false);
     expect(seen.has("attention_autoencoder_latent")).toBe(true);
+
+    // a traced latent shows its value (its pre-activation)
+    const traced = page.locator('[data-testid="node-row"][data-node-key^="mlp_autoencoder_latent"]').first();
+    await traced.getByTestId("trace").click();
+    await page.waitForURL(/trace=mlp_autoencoder_latent/);
+    await settled(page);
+    expect(Number.isFinite(await numberAt(page, '[data-testid="loss-value"]'))).toBe(true);
+    await page.getByTestId("stop-trace").click();
+    await page.waitForURL((url) => !url.searchParams.has("trace"));
+    await settled(page);
 
     // latents can be ablated like any node
     const latent = page.locator('[data-testid="node-row"][data-node-key^="attention_autoencoder_latent"]').first();
@@ -295,9 +311,28 @@ describe("node pages", () => {
     await page.goto(`${baseUrl}/${model}/mlp_autoencoder_latent/0/3?prompt=${encodeURIComponent(IOI_PROMPT)}`);
     await page.locator('[data-testid="prompt-heatmap"] .token').first().waitFor();
     expect(await page.getByTestId("node-title").textContent()).toContain("MLP latent 0:3");
-    // its write's logit lens is always defined (the input tokens are not: a ReLU latent that is
-    // off on the probe prompt has no gradient)
+    // its write's logit lens, and the input tokens that raise it (each token embedding pushed
+    // through the MLP, as the original client asks for them)
     await page.locator('[data-testid="output-tokens"] .chip').first().waitFor();
+    await page.locator('[data-testid="input-tokens"] .chip').first().waitFor();
+    expect(await page.locator('[data-testid="input-tokens"] .chip').count()).toBeGreaterThan(5);
+    await screenshot(page, "node-page-mlp-latent");
+  });
+
+  it.runIf(AUTOENCODERS)("shows an attention latent by token pair: its records and its share of each pair", async () => {
+    await page.goto(`${baseUrl}/${model}/attention_autoencoder_latent/1/5?prompt=${encodeURIComponent(IOI_PROMPT)}`);
+    await page.getByTestId("token-pair-link").click();
+    await page.waitForURL(new RegExp(`/${model}/autoencoder_latent_by_token_pair/1/5`));
+    expect(await page.getByTestId("node-title").textContent()).toContain("Attention latent by token pair 1:5");
+    // the client's /derived_attention_scalars with the latent as the within-layer gradient
+    await page.locator('[data-testid="prompt-heatmap"] .token').first().waitFor();
+    expect(await page.getByTestId("prompt-activations").locator(".error-note").count()).toBe(0);
+    // /attention_head_record and /existing_explanations with its by-token-pair dst
+    const records = page.getByTestId("records");
+    await records.locator('[data-testid="record-sequence"], .error-note').first().waitFor();
+    if (EXPECT_RECORDS) expect(await records.getByTestId("record-sequence").count()).toBeGreaterThan(0);
+    await page.getByTestId("explanation").locator(".error-note, .explanations, p.muted").first().waitFor();
+    await screenshot(page, "node-page-token-pairs");
   });
 
   it("shows a generate-explanation failure instead of swallowing it", async () => {

@@ -8,6 +8,10 @@ describe("matchRoute", () => {
     expect(matchRoute("/gpt2-small/tdb_alpha/")).toEqual({ page: "debugger", model: "gpt2-small" });
     expect(matchRoute("/gpt2-small/mlp_neuron/5/131")).toEqual({ page: "node", model: "gpt2-small", nodeType: "mlp_neuron", layer: 5, index: 131 });
     expect(matchRoute("/m_ae1_ae2/attention_autoencoder_latent/0/7")).toMatchObject({ page: "node", nodeType: "attention_autoencoder_latent" });
+    // the original client's page of an attention latent by token pair
+    expect(matchRoute("/m_ae1_ae2/autoencoder_latent_by_token_pair/2/17")).toEqual({
+      page: "node", model: "m_ae1_ae2", nodeType: "autoencoder_latent_by_token_pair", layer: 2, index: 17,
+    });
   });
 
   it("says not found for anything else", () => {

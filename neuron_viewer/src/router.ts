@@ -6,6 +6,9 @@ export const NODE_PAGE_TYPES = [
   "attention_head",
   "mlp_autoencoder_latent",
   "attention_autoencoder_latent",
+  // an attention latent seen through the token pairs its input comes from (the original
+  // client's page for every attention latent)
+  "autoencoder_latent_by_token_pair",
 ] as const;
 export type NodePageType = (typeof NODE_PAGE_TYPES)[number];
 

@@ -440,10 +440,13 @@ export interface components {
         };
         /**
          * DerivedScalarType
-         * @description Every scalar quantity the server knows how to compute (raw activations and derived ones).
+         * @description Every scalar quantity the server computes (raw activations and derived ones; the
+         *     definitions are the seed's, see debugger/scalars). The seed's edge attributions and
+         *     activations and single-node writes are not here: they need a node the seed's server never
+         *     sets from a request (DstConfig.node_index_for_attribution), so no request could ask for them.
          * @enum {string}
          */
-        DerivedScalarType: "logits" | "resid_post_embedding" | "mlp_pre_act" | "mlp_post_act" | "resid_delta_mlp" | "resid_post_mlp" | "attn_query" | "attn_key" | "attn_value" | "attn_qk_logits" | "attn_qk_probs" | "attn_weighted_sum_of_values" | "resid_delta_attn" | "resid_post_attn" | "resid_final_layer_norm_scale" | "attn_input_layer_norm_scale" | "mlp_input_layer_norm_scale" | "online_autoencoder_latent" | "attn_write_norm" | "flattened_attn_post_softmax" | "attn_act_times_grad" | "resid_delta_mlp_from_mlp_post_act" | "mlp_write_norm" | "mlp_act_times_grad" | "autoencoder_latent" | "autoencoder_write_norm" | "mlp_write_to_final_residual_grad" | "attn_write_norm_per_sequence_token" | "attn_write_to_final_residual_grad_per_sequence_token" | "attn_act_times_grad_per_sequence_token" | "resid_post_embedding_norm" | "resid_post_mlp_norm" | "mlp_layer_write_norm" | "resid_post_attn_norm" | "attn_layer_write_norm" | "resid_post_embedding_proj_to_final_residual_grad" | "resid_post_mlp_proj_to_final_residual_grad" | "mlp_layer_write_to_final_residual_grad" | "resid_post_attn_proj_to_final_residual_grad" | "attn_layer_write_to_final_residual_grad" | "unflattened_attn_act_times_grad" | "unflattened_attn_write_norm" | "unflattened_attn_write_to_final_residual_grad" | "attn_write_to_final_residual_grad" | "online_autoencoder_act_times_grad" | "online_autoencoder_write_norm" | "online_autoencoder_write_to_final_residual_grad" | "online_mlp_autoencoder_error" | "online_residual_mlp_autoencoder_error" | "online_residual_attention_autoencoder_error" | "online_mlp_autoencoder_error_act_times_grad" | "online_mlp_autoencoder_error_write_norm" | "online_mlp_autoencoder_error_write_to_final_residual_grad" | "attn_write" | "attn_write_sum_heads" | "mlp_write" | "online_autoencoder_write" | "attn_weighted_value" | "previous_layer_resid_post_mlp" | "mlp_write_to_final_activation_residual_grad" | "unflattened_attn_write_to_final_activation_residual_grad" | "online_autoencoder_write_to_final_activation_residual_grad" | "resid_post_embedding_proj_to_final_activation_residual_grad" | "autoencoder_latent_grad_wrt_residual_input" | "autoencoder_latent_grad_wrt_mlp_post_act_input" | "attn_write_to_latent" | "attn_write_to_latent_summed_over_heads" | "flattened_attn_write_to_latent_summed_over_heads" | "flattened_attn_write_to_latent_summed_over_heads_batched" | "attn_write_to_latent_per_sequence_token" | "attn_write_to_latent_per_sequence_token_batched" | "token_attribution" | "single_node_write" | "grad_of_single_subnode_attribution" | "attn_out_edge_attribution" | "mlp_out_edge_attribution" | "online_autoencoder_out_edge_attribution" | "attn_query_in_edge_attribution" | "attn_key_in_edge_attribution" | "attn_value_in_edge_attribution" | "mlp_in_edge_attribution" | "online_autoencoder_in_edge_attribution" | "token_out_edge_attribution" | "single_node_write_to_final_residual_grad" | "vocab_token_write_to_input_direction" | "always_one" | "attn_query_in_edge_activation" | "attn_key_in_edge_activation" | "mlp_in_edge_activation" | "online_autoencoder_in_edge_activation" | "mlp_autoencoder_latent" | "mlp_autoencoder_write_norm" | "online_mlp_autoencoder_latent" | "online_mlp_autoencoder_write" | "online_mlp_autoencoder_write_norm" | "online_mlp_autoencoder_act_times_grad" | "online_mlp_autoencoder_write_to_final_residual_grad" | "online_mlp_autoencoder_write_to_final_activation_residual_grad" | "attention_autoencoder_latent" | "attention_autoencoder_write_norm" | "online_attention_autoencoder_latent" | "online_attention_autoencoder_write" | "online_attention_autoencoder_write_norm" | "online_attention_autoencoder_act_times_grad" | "online_attention_autoencoder_write_to_final_residual_grad" | "online_attention_autoencoder_write_to_final_activation_residual_grad";
+        DerivedScalarType: "logits" | "resid_post_embedding" | "mlp_pre_act" | "mlp_post_act" | "resid_delta_mlp" | "resid_post_mlp" | "attn_query" | "attn_key" | "attn_value" | "attn_qk_logits" | "attn_qk_probs" | "attn_weighted_sum_of_values" | "resid_delta_attn" | "resid_post_attn" | "resid_final_layer_norm_scale" | "attn_input_layer_norm_scale" | "mlp_input_layer_norm_scale" | "online_autoencoder_latent" | "attn_write_norm" | "flattened_attn_post_softmax" | "attn_act_times_grad" | "resid_delta_mlp_from_mlp_post_act" | "mlp_write_norm" | "mlp_act_times_grad" | "autoencoder_latent" | "autoencoder_write_norm" | "mlp_write_to_final_residual_grad" | "attn_write_norm_per_sequence_token" | "attn_write_to_final_residual_grad_per_sequence_token" | "attn_act_times_grad_per_sequence_token" | "resid_post_embedding_norm" | "resid_post_mlp_norm" | "mlp_layer_write_norm" | "resid_post_attn_norm" | "attn_layer_write_norm" | "resid_post_embedding_proj_to_final_residual_grad" | "resid_post_mlp_proj_to_final_residual_grad" | "mlp_layer_write_to_final_residual_grad" | "resid_post_attn_proj_to_final_residual_grad" | "attn_layer_write_to_final_residual_grad" | "unflattened_attn_act_times_grad" | "unflattened_attn_write_norm" | "unflattened_attn_write_to_final_residual_grad" | "attn_write_to_final_residual_grad" | "online_autoencoder_act_times_grad" | "online_autoencoder_write_norm" | "online_autoencoder_write_to_final_residual_grad" | "online_mlp_autoencoder_error" | "online_residual_mlp_autoencoder_error" | "online_residual_attention_autoencoder_error" | "online_mlp_autoencoder_error_act_times_grad" | "online_mlp_autoencoder_error_write_norm" | "online_mlp_autoencoder_error_write_to_final_residual_grad" | "attn_write" | "attn_write_sum_heads" | "mlp_write" | "online_autoencoder_write" | "attn_weighted_value" | "previous_layer_resid_post_mlp" | "mlp_write_to_final_activation_residual_grad" | "unflattened_attn_write_to_final_activation_residual_grad" | "online_autoencoder_write_to_final_activation_residual_grad" | "resid_post_embedding_proj_to_final_activation_residual_grad" | "autoencoder_latent_grad_wrt_residual_input" | "autoencoder_latent_grad_wrt_mlp_post_act_input" | "attn_write_to_latent" | "attn_write_to_latent_summed_over_heads" | "flattened_attn_write_to_latent_summed_over_heads" | "flattened_attn_write_to_latent_summed_over_heads_batched" | "attn_write_to_latent_per_sequence_token" | "attn_write_to_latent_per_sequence_token_batched" | "token_attribution" | "vocab_token_write_to_input_direction" | "always_one" | "mlp_autoencoder_latent" | "mlp_autoencoder_write_norm" | "online_mlp_autoencoder_latent" | "online_mlp_autoencoder_write" | "online_mlp_autoencoder_write_norm" | "online_mlp_autoencoder_act_times_grad" | "online_mlp_autoencoder_write_to_final_residual_grad" | "online_mlp_autoencoder_write_to_final_activation_residual_grad" | "attention_autoencoder_latent" | "attention_autoencoder_write_norm" | "online_attention_autoencoder_latent" | "online_attention_autoencoder_write" | "online_attention_autoencoder_write_norm" | "online_attention_autoencoder_act_times_grad" | "online_attention_autoencoder_write_to_final_residual_grad" | "online_attention_autoencoder_write_to_final_activation_residual_grad";
         /**
          * Dimension
          * @description Names of tensor dimensions (token dimensions, model dimensions, autoencoder dimensions).
@@ -630,6 +633,16 @@ export interface components {
         ModelInfoResponse: {
             /** Attentionautoencodername */
             attentionAutoencoderName?: string | null;
+            /** Ctxwindow */
+            ctxWindow?: number | null;
+            /** Dhead */
+            dHead?: number | null;
+            /** Dmlp */
+            dMlp?: number | null;
+            /** Dmodel */
+            dModel?: number | null;
+            /** Family */
+            family?: string | null;
             /** Hasattentionautoencoder */
             hasAttentionAutoencoder: boolean;
             /** Hasmlpautoencoder */
@@ -638,8 +651,18 @@ export interface components {
             mlpAutoencoderName?: string | null;
             /** Modelname */
             modelName?: string | null;
+            /** Nattentionautoencoderlatents */
+            nAttentionAutoencoderLatents?: number | null;
+            /** Nheads */
+            nHeads?: number | null;
+            /** Nkvheads */
+            nKvHeads?: number | null;
             /** Nlayers */
             nLayers: number;
+            /** Nmlpautoencoderlatents */
+            nMlpAutoencoderLatents?: number | null;
+            /** Nvocab */
+            nVocab?: number | null;
         };
         /**
          * MultipleTopKDerivedScalarsRequest

@@ -217,6 +217,18 @@ function NodeTableRow({ row, view, state, model, explanation, onChange }: {
         ) : (
           label
         )}
+        {row.node.nodeType === "attention_autoencoder_latent" && row.node.layerIndex !== null && index !== null && (
+          <>
+            {" "}
+            <Link
+              data-testid="token-pair-link"
+              title="the latent's share of each token pair (as the original client links it)"
+              href={nodePagePath(model, "autoencoder_latent_by_token_pair", row.node.layerIndex, index, new URLSearchParams({ prompt: state.prompt }).toString())}
+            >
+              pairs
+            </Link>
+          </>
+        )}
       </td>
       <td className="actions">
         {isAblatable(row.node) && (

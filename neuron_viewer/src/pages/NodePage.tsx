@@ -36,6 +36,14 @@ export function NodePage({ model, nodeType, layer, index }: Props) {
           {index > 0 && <Link href={here(index - 1)}>← {index - 1}</Link>}
           <Link href={here(index + 1)}>{index + 1} →</Link>
           <Link href={debuggerPath(model, new URLSearchParams({ prompt }).toString())}>open the debugger on this prompt</Link>
+          {nodeType === "attention_autoencoder_latent" && (
+            <Link data-testid="token-pair-link" href={nodePagePath(model, "autoencoder_latent_by_token_pair", layer, index, search)}>
+              by token pair
+            </Link>
+          )}
+          {nodeType === "autoencoder_latent_by_token_pair" && (
+            <Link href={nodePagePath(model, "attention_autoencoder_latent", layer, index, search)}>by token</Link>
+          )}
         </nav>
         {served && served !== model && (
           <p className="muted small">

@@ -85,6 +85,7 @@ const TYPE_NAMES: Partial<Record<NodeType, string>> = {
   attention_head: "attention head",
   mlp_autoencoder_latent: "MLP latent",
   attention_autoencoder_latent: "attention latent",
+  autoencoder_latent_by_token_pair: "attention latent by token pair",
 };
 
 export function nodeTypeName(nodeType: NodeType): string {
@@ -160,7 +161,14 @@ export function recordDst(nodeType: NodePageType): DerivedScalarType {
       return "mlp_autoencoder_latent";
     case "attention_autoencoder_latent":
       return "attention_autoencoder_latent";
+    case "autoencoder_latent_by_token_pair":
+      return "flattened_attn_write_to_latent_summed_over_heads";
   }
+}
+
+/** Pages whose values are per token pair (the head's, or the latent's share of each pair). */
+export function isTokenPairPage(nodeType: NodePageType): boolean {
+  return nodeType === "attention_head" || nodeType === "autoencoder_latent_by_token_pair";
 }
 
 /** The scalar computed on a user's prompt (/derived_scalars; heads use the attention route). */
@@ -174,6 +182,8 @@ export function promptDst(nodeType: NodePageType): DerivedScalarType {
       return "online_mlp_autoencoder_latent";
     case "attention_autoencoder_latent":
       return "online_attention_autoencoder_latent";
+    case "autoencoder_latent_by_token_pair":
+      return "attn_write_to_latent_summed_over_heads";
   }
 }
 

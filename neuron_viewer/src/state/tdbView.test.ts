@@ -79,6 +79,19 @@ describe("toTdbView", () => {
     expect(view.logits.map((l) => l.token)).toEqual([" y", " x"]);
   });
 
+  it("reads the traced node's value (activationValueForBackwardPass), ablated and not", () => {
+    const traced = (value: number) => {
+      const s = sub(1, 1);
+      s.inferenceResponse.inferenceAndTokenData = { ...s.inferenceResponse.inferenceAndTokenData, loss: null, activationValueForBackwardPass: value };
+      return s;
+    };
+    const view = toTdbView({ inferenceSubResponses: [traced(-0.75), traced(0.5)] } as BatchedResponse, true);
+    expect(view.tracedValue).toBe(-0.75);
+    expect(view.baselineTracedValue).toBe(0.5);
+    expect(view.loss).toBeNull();
+    expect(toTdbView({ inferenceSubResponses: [sub(1, 1)] } as BatchedResponse, false).tracedValue).toBeNull();
+  });
+
   it("matches the unablated values to the same nodes, whatever their order", () => {
     const view = toTdbView({ inferenceSubResponses: [sub(1, 1), sub(2, 10, [2, 0, 1])] } as BatchedResponse, true);
     expect(view.baselineLoss).toBe(2);

@@ -69,6 +69,9 @@ export interface TdbView {
   tokens: string[];
   loss: number | null;
   baselineLoss: number | null;
+  /** The traced node's value (its pre-activation; through V, its direct effect), when tracing. */
+  tracedValue: number | null;
+  baselineTracedValue: number | null;
   rows: NodeRow[];
   logits: LogitRow[];
   tokenSums: Record<SummaryMetric, TokenSumRow[]>;
@@ -297,6 +300,8 @@ export function toTdbView(response: BatchedResponse, hasBaseline: boolean): TdbV
     tokens: data.tokensAsStrings,
     loss: data.loss ?? null,
     baselineLoss: baseline?.inferenceResponse.inferenceAndTokenData.loss ?? null,
+    tracedValue: data.activationValueForBackwardPass ?? null,
+    baselineTracedValue: baseline?.inferenceResponse.inferenceAndTokenData.activationValueForBackwardPass ?? null,
     rows,
     logits: logitRows(main, baseline),
     tokenSums: tokenSums(main, data.tokensAsStrings),

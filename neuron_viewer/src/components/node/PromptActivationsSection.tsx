@@ -6,6 +6,7 @@ import { useAsync } from "../../lib/useAsync";
 import { AttentionPairs } from "../AttentionPairs";
 import { ErrorNote, Loading, Section } from "../Notes";
 import { TokenHeatmap, type HeatToken } from "../TokenHeatmap";
+import { isTokenPairPage } from "../../state/nodes";
 import type { NodeId } from "./nodeId";
 
 type Result = { kind: "tokens"; tokens: HeatToken[] } | { kind: "pairs"; tokens: TokenAndAttentionScalars[] };
@@ -14,11 +15,24 @@ function run(id: NodeId, prompt: string, signal: AbortSignal): Promise<Result> {
   const inferenceRequestSpec = { prompt };
   const normalize = { dst: id.dst, layerIndex: id.layer, activationIndex: id.index, datasets: [id.dataset] };
   const options = { signal, quiet: true, label: "computing activations on the prompt" };
-  if (id.nodeType === "attention_head") {
+  if (isTokenPairPage(id.nodeType)) {
+    // the latent's share of each token pair is its input gradient on the heads' writes there:
+    // the original client names the latent (summed over tokens) as the within-layer gradient
+    const withinLayer =
+      id.nodeType === "autoencoder_latent_by_token_pair"
+        ? {
+            activationIndexForWithinLayerGrad: {
+              activationLocationType: "online_autoencoder_latent" as const,
+              layerIndex: id.layer,
+              tensorIndices: ["All", id.index] as ("All" | number)[],
+              passType: "forward" as const,
+            },
+          }
+        : {};
     return api
       .derivedAttentionScalars(
         {
-          inferenceRequestSpec,
+          inferenceRequestSpec: { ...inferenceRequestSpec, ...withinLayer },
           derivedAttentionScalarsRequestSpec: { dst: id.promptDst, layerIndex: id.layer, activationIndex: id.index, normalizeActivationsUsingNeuronRecord: normalize },
         },
         options,

@@ -6,6 +6,7 @@ import { useAsync } from "../../lib/useAsync";
 import { AttentionPairs } from "../AttentionPairs";
 import { ErrorNote, Loading, Section } from "../Notes";
 import { TokenHeatmap } from "../TokenHeatmap";
+import { isTokenPairPage } from "../../state/nodes";
 import type { NodeId } from "./nodeId";
 
 interface Records {
@@ -18,7 +19,7 @@ interface Records {
 function loadRecords(id: NodeId, signal: AbortSignal): Promise<Records> {
   const body = { dst: id.dst, layerIndex: id.layer, activationIndex: id.index, datasets: [id.dataset] };
   const options = { signal, quiet: true, label: "loading dataset examples" };
-  if (id.nodeType === "attention_head") {
+  if (isTokenPairPage(id.nodeType)) {
     return api.attentionHeadRecord(body, options).then((r) => ({
       max: r.maxAttentionActivation,
       top: r.mostPositiveTokenSequences,

@@ -5,17 +5,24 @@ import { ErrorNote, Loading, Section } from "../Notes";
 import { TopTokenList } from "../TopTokenList";
 import type { NodeId } from "./nodeId";
 
-type ActivationLocation = "mlp.post_act" | "online_mlp_autoencoder_latent" | "online_attention_autoencoder_latent";
+type ActivationLocation = "mlp.post_act" | "online_autoencoder_latent" | "online_attention_autoencoder_latent";
 
-const LOCATION: Record<Exclude<NodeId["nodeType"], "attention_head">, ActivationLocation> = {
+// as the original client names them: an MLP latent by the generic latent location (the server
+// resolves it to the MLP autoencoder, the one whose input tokens are defined)
+const LOCATION: Partial<Record<NodeId["nodeType"], ActivationLocation>> = {
   mlp_neuron: "mlp.post_act",
-  mlp_autoencoder_latent: "online_mlp_autoencoder_latent",
+  mlp_autoencoder_latent: "online_autoencoder_latent",
   attention_autoencoder_latent: "online_attention_autoencoder_latent",
 };
 
-/** The original client's logit-lens request: a unit gradient (backward pass) at the node gives
- * the input tokens that raise it; a unit activation (forward pass) gives the output tokens its
- * write upvotes. */
+/** Input tokens are defined for what reads the MLP's input (the seed's): neurons and MLP latents. */
+function hasInputTokens(id: NodeId): boolean {
+  return id.nodeType === "mlp_neuron" || id.nodeType === "mlp_autoencoder_latent";
+}
+
+/** The original client's logit-lens request: the node named by a backward ablation gives the
+ * input tokens that raise it (each token embedding pushed through the node's MLP); a unit
+ * activation (forward pass) gives the output tokens its write upvotes. The output comes last. */
 export function logitLensRequest(id: NodeId, location: ActivationLocation, numTopTokens = 20): BatchedRequest {
   const index = (passType: "forward" | "backward") => ({
     activationLocationType: location,
@@ -23,18 +30,15 @@ export function logitLensRequest(id: NodeId, location: ActivationLocation, numTo
     layerIndex: id.layer,
     passType,
   });
-  return {
-    inferenceSubRequests: [
-      {
-        inferenceRequestSpec: { prompt: "a", ablationSpecs: [{ index: index("backward"), value: 1 }], lossFnConfig: { name: "zero" } },
-        processingRequestSpecByName: { singleton: { dst: "vocab_token_write_to_input_direction", activationIndex: 0, numTopTokens } },
-      },
-      {
-        inferenceRequestSpec: { prompt: "a", ablationSpecs: [{ index: index("forward"), value: 1 }] },
-        processingRequestSpecByName: { singleton: { dst: id.promptDst, layerIndex: id.layer, activationIndex: id.index, numTopTokens } },
-      },
-    ],
+  const input = {
+    inferenceRequestSpec: { prompt: "a", ablationSpecs: [{ index: index("backward"), value: 1 }], lossFnConfig: { name: "zero" as const } },
+    processingRequestSpecByName: { singleton: { dst: "vocab_token_write_to_input_direction" as const, activationIndex: 0, numTopTokens } },
   };
+  const output = {
+    inferenceRequestSpec: { prompt: "a", ablationSpecs: [{ index: index("forward"), value: 1 }] },
+    processingRequestSpecByName: { singleton: { dst: id.promptDst, layerIndex: id.layer, activationIndex: id.index, numTopTokens } },
+  };
+  return { inferenceSubRequests: hasInputTokens(id) ? [input, output] : [output] };
 }
 
 function topTokensOf(sub: { processingResponseDataByName?: Record<string, unknown> } | undefined): TopTokens | null {
@@ -59,17 +63,20 @@ function TokenRows({ tokens, testId }: { tokens: TopTokens | null; testId: strin
 }
 
 export function UpvotedTokensSection({ id }: { id: NodeId }) {
-  const location = id.nodeType === "attention_head" ? null : LOCATION[id.nodeType];
+  const location = LOCATION[id.nodeType] ?? null;
   const lens = useAsync(location ? id.key : null, (signal) =>
     api
       .batched(logitLensRequest(id, location as ActivationLocation), { signal, quiet: true, label: "computing upvoted tokens" })
-      .then((r) => ({ input: topTokensOf(r.inferenceSubResponses[0]), output: topTokensOf(r.inferenceSubResponses[1]) })),
+      .then((r) => ({
+        input: hasInputTokens(id) ? topTokensOf(r.inferenceSubResponses[0]) : undefined,
+        output: topTokensOf(r.inferenceSubResponses[r.inferenceSubResponses.length - 1]),
+      })),
   );
   return (
     <Section title="Tokens it upvotes" testId="upvoted-tokens">
       {!location && (
         <p className="muted">
-          A head's write depends on the token pair it reads; its upvoted tokens for a given prompt are in the debugger's node table.
+          This write depends on the token pair it reads; its upvoted tokens for a given prompt are in the debugger's node table.
         </p>
       )}
       {lens.loading && <Loading>computing…</Loading>}
@@ -79,7 +86,11 @@ export function UpvotedTokensSection({ id }: { id: NodeId }) {
           <h3>Output tokens its write upvotes (logit lens)</h3>
           <TokenRows tokens={lens.data.output} testId="output-tokens" />
           <h3>Input tokens that raise it</h3>
-          <TokenRows tokens={lens.data.input} testId="input-tokens" />
+          {lens.data.input === undefined ? (
+            <p className="muted">Defined for what reads the MLP's input: neurons and MLP latents.</p>
+          ) : (
+            <TokenRows tokens={lens.data.input} testId="input-tokens" />
+          )}
         </>
       )}
     </Section>

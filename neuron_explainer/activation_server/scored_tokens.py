@@ -1,0 +1,260 @@
+"""Vocabulary tokens scored against nodes, and key tokens against attention latents: the TDB
+request's `upvotedOutputTokens`, `inputTokensThatUpvote{Mlp,AttnQ,AttnK}` and
+`tokenPairAttribution` steps, as the seed defines them:
+
+- output tokens: the node's write (per unit of activation) through the logit lens;
+- input tokens: the node's read direction (`debugger.reads.residual_read`: the gradient of what
+  tracing it differentiates w.r.t. the residual stream its sublayer reads, norm scale held)
+  dotted with each token embedding; for MLP neurons and latents of the MLP (the seed's), and
+  for heads through their query or key side (the seed had these switched off);
+- token pairs: an attention latent's pre-activation is linear in the attention layer's write,
+  a sum over (key, head) of the heads' writes; each key gets its heads' share, where the latent
+  is on (None where it is off).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from neuron_explainer.activation_server import schemas as S
+from neuron_explainer.debugger import head_writes as hw
+from neuron_explainer.debugger import reads
+from neuron_explainer.debugger import scalars as sc
+from neuron_explainer.debugger.inference import Recording, Site
+
+SCORED_CACHE_SIZE = 4096  # entries (a node's 2 x 10 tokens, a few kB each)
+SCORED_CHUNK = 512  # nodes scored against the vocabulary at once (GPT-2: 100 MB of scores)
+
+_READ_SCORING = {
+    S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_MLP: None,
+    S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_ATTN_Q: "Q",
+    S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_ATTN_K: "K",
+}
+
+
+def finite(x: float) -> float:
+    # JSON has no NaN/inf; the original server sent -999 for them
+    return x if math.isfinite(x) else -999.0
+
+
+class TokenScorer:
+    """Scores tokens for the nodes of one model; keeps the scores that depend on the weights
+    alone (a neuron's or a latent's write, an ungated neuron's read up to its token's norm
+    scale) across requests."""
+
+    def __init__(self, weights: sc.Weights, token_strings: list[str]):
+        self.weights = weights
+        self.model = weights.model
+        self.token_strings = token_strings
+        self._cache: dict[tuple[Any, ...], S.TopTokens] = {}
+        self.cache_size = SCORED_CACHE_SIZE  # 0: no cache
+
+    # ----------------------------------------------------------------- top tokens
+
+    def top_tokens(self, scores: Tensor, n: int) -> list[S.TopTokens]:
+        """Most and least scored vocabulary tokens per row of `scores` (nodes x vocab)."""
+        n = min(n, scores.shape[-1])
+        top_v, top_i = scores.topk(n, dim=-1)
+        bot_v, bot_i = scores.topk(n, dim=-1, largest=False)
+        scale = torch.maximum(top_v[:, :1].abs(), bot_v[:, :1].abs()).clamp(min=1e-30)
+
+        def pack(values: list[float], ids: list[int], scale: float) -> list[S.TokenAndScalar]:
+            return [
+                S.TokenAndScalar(token=self.token_strings[t], scalar=finite(v), normalized_scalar=finite(v / scale))
+                for t, v in zip(ids, values, strict=True)
+            ]
+
+        return [
+            S.TopTokens(top=pack(tv, ti, s), bottom=pack(bv, bi, s))
+            for tv, ti, bv, bi, s in zip(
+                top_v.tolist(), top_i.tolist(), bot_v.tolist(), bot_i.tolist(), scale[:, 0].tolist(), strict=True
+            )
+        ]
+
+    # ---------------------------------------------------------------- directions
+
+    def node_write(self, node: S.MirroredNodeIndex, rec: Recording) -> Tensor | None:
+        """The residual-stream vector a node writes per unit of activation (None if undefined);
+        under sandwich norms, before the post-norm's per-token scale (a positive factor)."""
+        t = node.tensor_indices
+        layer = node.layer_index
+        kind = node.node_type.value
+        w = self.weights
+        if kind == "mlp_neuron" and layer is not None:
+            return w.mlp_write(layer)[:, t[-1]]
+        if kind == "attention_head" and layer is not None:
+            head = int(t[2])  # type: ignore[arg-type]
+            v = rec.activations[Site("attn.v", layer)][t[1], self.model.kv_head(head)].float()
+            return v @ w.head_write(layer)[head]
+        latent = self.latent_kind(kind)
+        if latent is not None and layer is not None:
+            try:
+                return w.latent_write(latent.hook, layer)[:, t[-1]]
+            except (KeyError, sc.Unsupported):
+                return None
+        if kind == "layer":
+            return rec.activations[Site("resid.post_emb")][t[0]].float()
+        return None
+
+    def latent_kind(self, node_type: str) -> sc.LatentKind | None:
+        if node_type == sc.GENERIC_NODE_TYPE:
+            try:
+                return self.weights.single_kind()
+            except sc.Unsupported:
+                return None
+        return sc.BY_NODE_TYPE.get(node_type)
+
+    def read_node(self, node: S.MirroredNodeIndex, scoring: S.TokenScoringType) -> sc.ReadNode | None:
+        """The node as `reads` sees it, when this scoring applies to it."""
+        kind = node.node_type.value
+        layer = node.layer_index
+        if layer is None:
+            return None
+        latent = self.latent_kind(kind)
+        if latent is not None:
+            kind = latent.node_type
+        side = _READ_SCORING[scoring]
+        if side is None:
+            if kind != "mlp_neuron" and (latent is None or latent.hook != sc.MLP_LATENTS):
+                return None
+        elif kind != "attention_head":
+            return None
+        return sc.ReadNode(kind, layer, tuple(node.tensor_indices), side)
+
+    def read_sites(self, nodes_may_be: S.TokenScoringType) -> set[Site]:
+        """Everything reads of any node kind of this scoring need (recorded before the nodes are
+        known: they are the result of the same pass)."""
+        layers = range(self.model.cfg.n_layers)
+        if _READ_SCORING[nodes_may_be] is None:
+            probe = [sc.ReadNode("mlp_neuron", layer, (0, 0)) for layer in layers]
+        else:
+            probe = [sc.ReadNode("attention_head", layer, (0, 0, 0)) for layer in layers]
+        sites: set[Site] = set()
+        for node in probe:
+            sites |= reads.read_sites(self.weights, node)
+        return sites
+
+    # --------------------------------------------------------------- scored tokens
+
+    def scored_tokens(
+        self, spec: S.ScoredTokensRequestSpec, x: sc.Inputs, nodes: list[S.MirroredNodeIndex]
+    ) -> S.ScoredTokensResponseData:
+        writes = spec.token_scoring_type == S.TokenScoringType.UPVOTED_OUTPUT_TOKENS
+        results: list[S.TopTokens | None] = [None] * len(nodes)
+        todo: list[tuple[int, Tensor, tuple[Any, ...] | None, float]] = []  # (i, vector, key, factor)
+        again: list[tuple[int, tuple[Any, ...], float]] = []  # a key scored earlier in this request
+        with torch.no_grad():
+            for i, node in enumerate(nodes):
+                key, vector, factor = self._vector(spec, x, node, writes)
+                if vector is None:
+                    continue
+                hit = self._cache.get(key) if key is not None else None
+                if hit is not None:
+                    results[i] = _rescaled(hit, factor)
+                elif key is not None and any(key == k for _, _, k, _ in todo):
+                    again.append((i, key, factor))
+                else:
+                    todo.append((i, vector, key, factor))
+            # a matmul with the vocabulary per chunk of nodes: a chunk's scores (nodes x vocab)
+            # stay small whatever the number of nodes (k and sub-requests at their bounds)
+            embeddings = None if writes else self.model.token_embeddings().float()
+            fresh: dict[tuple[Any, ...], S.TopTokens] = {}
+            for start in range(0, len(todo), SCORED_CHUNK):
+                chunk = todo[start : start + SCORED_CHUNK]
+                stacked = torch.stack([v for _, v, _, _ in chunk])
+                scores = self.model.logit_lens(stacked) if embeddings is None else stacked @ embeddings.T
+                for (i, _, key, factor), top in zip(chunk, self.top_tokens(scores, spec.num_tokens), strict=True):
+                    if key is not None:
+                        self._remember(key, top)
+                        fresh[key] = top
+                    results[i] = _rescaled(top, factor)
+            for i, key, factor in again:
+                results[i] = _rescaled(fresh[key], factor)
+        return S.ScoredTokensResponseData(node_indices=nodes, top_tokens_list=results)
+
+    def _vector(
+        self, spec: S.ScoredTokensRequestSpec, x: sc.Inputs, node: S.MirroredNodeIndex, writes: bool
+    ) -> tuple[tuple[Any, ...] | None, Tensor | None, float]:
+        """(cache key or None, the direction to score, the factor its cached scores take)."""
+        base_key = (spec.token_scoring_type, spec.num_tokens, node.node_type, node.layer_index, node.tensor_indices[-1])
+        if writes:
+            vector = self.node_write(node, x.rec)
+            weights_only = node.node_type.value in ("mlp_neuron", "mlp_autoencoder_latent", "attention_autoencoder_latent")
+            return (base_key if weights_only else None), vector, 1.0
+        read = self.read_node(node, spec.token_scoring_type)
+        if read is None:
+            return None, None, 1.0
+        try:
+            r = reads.residual_read(x, read)
+        except sc.Unsupported:
+            return None, None, 1.0
+        token = read.index[1] if read.through == "K" else read.index[0]
+        assert token is not None
+        vector = r[token]
+        if not bool(vector.any()):
+            return None, None, 1.0  # nothing raises it (a pair outside the attention window)
+        if read.kind == "mlp_neuron" and not self.model.cfg.gated_mlp:
+            # an ungated neuron's read is its weights' over the norm's scale at its token
+            scale = float(x.act("mlp_ln.scale", read.layer)[token, 0])
+            return base_key, vector * scale, 1.0 / scale
+        return None, vector, 1.0
+
+    def _remember(self, key: tuple[Any, ...], top: S.TopTokens) -> None:
+        if self.cache_size <= 0:
+            return
+        if len(self._cache) >= self.cache_size:
+            self._cache.pop(next(iter(self._cache)))  # the oldest entry
+        self._cache[key] = top
+
+    # -------------------------------------------------------- token-pair attribution
+
+    def token_pair_attribution(
+        self, spec: S.TokenPairAttributionRequestSpec, x: sc.Inputs, nodes: list[S.MirroredNodeIndex]
+    ) -> S.TokenPairAttributionResponseData:
+        out: list[S.TopTokensAttendedTo | None] = []
+        for n in nodes:
+            per_key = self.key_attributions(n, x)
+            if per_key is None:
+                out.append(None)
+                continue
+            top = per_key.topk(min(spec.num_tokens_attended_to, per_key.numel()))
+            out.append(S.TopTokensAttendedTo(token_indices=top.indices.tolist(), attributions=[finite(v) for v in top.values.tolist()]))
+        return S.TokenPairAttributionResponseData(node_indices=nodes, top_tokens_attended_to_list=out)
+
+    def key_attributions(self, node: S.MirroredNodeIndex, x: sc.Inputs) -> Tensor | None:
+        """(q + 1,): what each key token up to the latent's query q contributes to an attention
+        latent's pre-activation, through every head; None unless the node is an attention latent
+        of the attention layer's write that is on at q."""
+        latent_kind = self.latent_kind(node.node_type.value)
+        layer = node.layer_index
+        if latent_kind is None or latent_kind.hook != sc.ATTN_LATENTS or layer is None:
+            return None
+        w = self.weights
+        if layer not in w.latent_layers(sc.ATTN_LATENTS) or w.reads(sc.ATTN_LATENTS, layer) != "resid.delta_attn":
+            return None
+        q, latent = node.tensor_indices
+        assert q is not None and latent is not None
+        if float(hw.latent_derivative(x.act(sc.ATTN_LATENTS, layer)[q, latent])) == 0:
+            return None  # the seed: "Latent is inactive"
+        from neuron_explainer.debugger.scalars.attention import probs, values
+
+        onto = hw.head_write_onto(w.head_write(layer), w.encoder(sc.ATTN_LATENTS, layer)[latent][None])
+        p = probs(x, layer)[:, q : q + 1, : q + 1]  # (h, 1, keys)
+        return hw.pair_writes_onto_rows(p, values(x, layer)[: q + 1], onto)[0, 0]
+
+
+def _rescaled(top: S.TopTokens, factor: float) -> S.TopTokens:
+    if factor == 1.0:
+        return top
+
+    def scale(items: list[S.TokenAndScalar]) -> list[S.TokenAndScalar]:
+        return [
+            S.TokenAndScalar(token=t.token, scalar=finite(t.scalar * factor), normalized_scalar=t.normalized_scalar)
+            for t in items
+        ]
+
+    return S.TopTokens(top=scale(top.top), bottom=scale(top.bottom))

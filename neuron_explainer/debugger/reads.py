@@ -1,0 +1,243 @@
+"""What a node reads: the residual stream just before its sublayer, through that sublayer's
+input norm (its scale held constant, as the seed's reconstitution detaches it).
+
+- `input_direction`: that point of the residual stream (where tracing the node measures direct
+  effects);
+- `held_scales`: the norm scales held constant when tracing it;
+- `residual_read`: the gradient of the node's traced quantity with respect to that residual
+  stream, at the recorded point (the seed's ResidualReadConverter); scored input tokens are
+  this gradient dotted with each token embedding (its TokenReadConverter);
+- `token_pre_activations`: the node's traced quantity if a token's embedding were the residual
+  stream its sublayer reads (the seed's `vocab_token_write_to_input_direction`).
+
+Traced quantities: a neuron's pre-activation (a gated neuron's activation, see terminology.md),
+an attention score at (query, key, head) through its query and/or key side, a latent's
+pre-activation (its encoder row applied to the autoencoder's input). Latents of the attention
+layer's write depend on every token through attention: their reads are not defined here.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from neuron_explainer.debugger.inference import Site
+from neuron_explainer.debugger.scalars.base import (
+    END_OF_PREV_LAYER,
+    RESID_POST_ATTN,
+    Direction,
+    Inputs,
+    ReadNode,
+    Unsupported,
+)
+from neuron_explainer.debugger.scalars.kinds import BY_NODE_TYPE
+from neuron_explainer.debugger.scalars.weights import Weights
+from neuron_explainer.models.transformer import Transformer
+
+_VOCAB_CHUNK = 2048  # token embeddings pushed through a sublayer at once
+
+
+def sublayer_of(w: Weights, kind: str, layer: int) -> str:
+    """"attn" or "mlp": the sublayer whose input a node of `kind` reads."""
+    if kind == "attention_head":
+        return "attn"
+    if kind == "mlp_neuron":
+        return "mlp"
+    if kind in BY_NODE_TYPE:
+        return w.latent_sublayer_read(BY_NODE_TYPE[kind].hook, layer)
+    raise Unsupported(f"{kind} nodes read no sublayer")
+
+
+def input_direction(w: Weights, kind: str, layer: int) -> Direction:
+    """The residual stream a node of `kind` at `layer` reads: before attention, the block's
+    input; before the MLP, the stream after attention (a parallel block's MLP reads the block's
+    input too)."""
+    model = w.model
+    if sublayer_of(w, kind, layer) == "mlp" and not model.cfg.parallel:
+        return Direction(Site("resid.post_attn", layer), layer, RESID_POST_ATTN)
+    site = Site("resid.post_emb") if layer == 0 else Site("resid.post_mlp", layer - 1)
+    return Direction(site, layer, END_OF_PREV_LAYER)
+
+
+def held_scales(w: Weights, kind: str, layer: int) -> list[Site]:
+    """Norm scales that tracing a node holds constant: its sublayer's input norm, and for a
+    latent of that sublayer's write its post-norm (sandwich norms)."""
+    sublayer = sublayer_of(w, kind, layer)
+    sites = [Site(f"{sublayer}_ln.scale", layer)]
+    post = w.model.write_scale_location(sublayer)
+    if post is not None and kind in BY_NODE_TYPE and w.reads(BY_NODE_TYPE[kind].hook, layer).startswith("resid."):
+        sites.append(Site(post, layer))
+    return sites
+
+
+def mlp_post_act(model: Transformer, layer: int, normed: Tensor) -> Tensor:
+    """(..., d_mlp): the MLP's activations (what its down projection reads) of normalized inputs."""
+    traced = model.mlp_traced(layer, normed)
+    if model.cfg.gated_mlp:
+        return traced
+    return model.mlp_activation(traced)
+
+
+def _hold_norm(model: Transformer, g: Tensor, gain: Tensor, scale: Tensor) -> Tensor:
+    """Gradient w.r.t. a norm's input from the gradient `g` (n, d) w.r.t. its output, its scale
+    (n, 1) held constant: gain * g / scale, centred for a LayerNorm."""
+    r = g * gain / scale
+    return r - r.mean(-1, keepdim=True) if model.cfg.norm == "layernorm" else r
+
+
+def _tokens(node: ReadNode, n_tokens: int) -> list[int]:
+    t = node.index[0]
+    return list(range(n_tokens)) if t is None else [t]
+
+
+def _mlp_side_quantity(x: Inputs, node: ReadNode) -> tuple[Tensor | None, object]:
+    """For a neuron or a latent of the MLP's input side: (its encoder row, or None for a
+    neuron, and what the row reads: "post_act" or "delta")."""
+    if node.kind == "mlp_neuron":
+        return None, "neuron"
+    hook = BY_NODE_TYPE[node.kind].hook
+    reads = x.w.reads(hook, node.layer)
+    latent = node.index[-1]
+    assert latent is not None
+    row = x.w.encoder(hook, node.layer)[latent]
+    return row, "post_act" if reads == "mlp.post_act" else "delta"
+
+
+def residual_read(x: Inputs, node: ReadNode) -> Tensor:
+    """(T, d_model): d (the node's traced quantity, summed over its tokens) / d (the residual
+    stream its sublayer reads), norm scales held, at the recorded point."""
+    model, layer = x.w.model, node.layer
+    n_tokens = len(x.rec.tokens)
+    out = torch.zeros(n_tokens, model.cfg.d_model, device=model.device)
+    if node.kind == "attention_head":
+        q, k, h = (int(i) for i in node.index)  # type: ignore[arg-type]
+        through = node.through or "QK"
+        for side, token in (("Q", q), ("K", k)):
+            if side in through:
+                out[token] += _score_read(x, layer, q, k, h, side)
+        return out
+    if sublayer_of(x.w, node.kind, layer) != "mlp":
+        raise Unsupported("reads of latents of the attention layer's write are not defined (they depend on every token)")
+    tokens = _tokens(node, n_tokens)
+    normed = x.act("resid.post_mlp_ln", layer)[tokens]
+    row, reads = _mlp_side_quantity(x, node)
+    post_scale = x.write_scale(layer, "mlp")
+
+    def quantity(y: Tensor) -> Tensor:
+        y = y.to(model.dtype)
+        if row is None:
+            return model.mlp_traced(layer, y)[:, node.index[-1]].float()
+        post = mlp_post_act(model, layer, y).float()
+        if reads == "post_act":
+            return post @ row
+        delta = post @ x.w.mlp_write(layer).T
+        if post_scale is not None:  # the post-norm's scale held at its recorded value
+            delta = delta / post_scale[tokens]
+        return delta @ row
+
+    with torch.enable_grad():
+        y = normed.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(quantity(y).sum(), y)
+    gain = model.input_norm_gain(layer, "mlp").float()
+    out[tokens] = _hold_norm(model, g.float(), gain, x.act("mlp_ln.scale", layer)[tokens])
+    return out
+
+
+def _score_read(x: Inputs, layer: int, q: int, k: int, h: int, side: str) -> Tensor:
+    """(d_model,): d score(q, k, h) / d (residual stream at the query (Q) or key (K) token), the
+    other side fixed."""
+    model = x.w.model
+    window = model.cfg.window(layer)
+    if window is not None and q - k >= window:  # outside a sliding window: a constant -inf score
+        return torch.zeros(model.cfg.d_model, device=model.device)
+    kv = model.kv_head(h)
+    factor = model.cfg.scale
+    if model.cfg.attn_softcap is not None:  # d tanh-capped score / d raw score
+        capped = x.act("attn.qk_logits", layer)[q, k, h]
+        factor *= float(1 - (capped / model.cfg.attn_softcap) ** 2)
+    normed = x.act("resid.post_attn_ln", layer)
+    token = q if side == "Q" else k
+    position = torch.tensor([token], device=model.device)
+    with torch.enable_grad():
+        y = normed[token].detach().requires_grad_(True)
+        inputs = y.to(model.dtype)[None]
+        if side == "Q":
+            other = x.act("attn.k", layer)[k, kv]
+            value = model.queries(layer, inputs, position)[0, h].float() @ other
+        else:
+            other = x.act("attn.q", layer)[q, h]
+            value = model.keys(layer, inputs, position)[0, kv].float() @ other
+        (g,) = torch.autograd.grad(value * factor, y)
+    gain = model.input_norm_gain(layer, "attn").float()
+    return _hold_norm(model, g[None].float(), gain, x.act("attn_ln.scale", layer)[token : token + 1])[0]
+
+
+def read_sites(w: Weights, node: ReadNode) -> set[Site]:
+    """The activations `residual_read` of `node` needs."""
+    layer = node.layer
+    if node.kind == "attention_head":
+        sites = {Site(s, layer) for s in ("resid.post_attn_ln", "attn_ln.scale", "attn.q", "attn.k")}
+        if w.model.cfg.attn_softcap is not None:
+            sites.add(Site("attn.qk_logits", layer))
+        return sites
+    if node.kind in BY_NODE_TYPE and sublayer_of(w, node.kind, layer) != "mlp":
+        return set()
+    sites = {Site("resid.post_mlp_ln", layer), Site("mlp_ln.scale", layer)}
+    post = w.model.write_scale_location("mlp")
+    if post is not None:
+        sites.add(Site(post, layer))
+    return sites
+
+
+def vocab_sites(w: Weights, node: ReadNode) -> set[Site]:
+    """The activations `token_pre_activations` of `node` needs (one recorded point of the
+    sublayer's input norm: its output and its input before the gain)."""
+    return {Site("resid.post_mlp_ln", node.layer), Site("mlp_ln.normalized", node.layer)}
+
+
+def token_pre_activations(x: Inputs, node: ReadNode) -> Tensor:
+    """(n_vocab,): the node's traced quantity with each token's embedding (positions aside) as
+    the residual stream its MLP reads, through the MLP's input norm (each embedding normalized
+    by its own scale) — for MLP neurons and latents of the MLP's activations or write."""
+    model, layer = x.w.model, node.layer
+    if node.kind == "attention_head" or (node.kind in BY_NODE_TYPE and sublayer_of(x.w, node.kind, layer) != "mlp"):
+        raise Unsupported(
+            f"vocab_token_write_to_input_direction: defined for MLP neurons and latents of the MLP (not {node.kind})"
+        )
+    row, reads = _mlp_side_quantity(x, node)
+    if reads == "delta" and model.write_scale_location("mlp") is not None:
+        raise Unsupported(
+            "vocab_token_write_to_input_direction: a latent of the MLP's write under sandwich norms "
+            "needs the post-norm's scale of each embedding's MLP output, which is not defined"
+        )
+    gain = model.input_norm_gain(layer, "mlp").float()
+    # the norm is affine in its input before the gain: its bias is what the recorded output has
+    # beyond that part
+    bias = x.act("resid.post_mlp_ln", layer)[0] - x.act("mlp_ln.normalized", layer)[0] * gain
+    embeddings = model.token_embeddings()
+    out = []
+    with torch.no_grad():
+        if row is None and not model.cfg.gated_mlp:
+            # an ungated neuron's pre-activation is linear in its input: one row and a bias
+            n = node.index[-1]
+            zero = torch.zeros(1, model.cfg.d_model, device=model.device, dtype=model.dtype)
+            b = model.mlp_traced(layer, zero)[0, n].float()
+            with torch.enable_grad():
+                z = zero.float().requires_grad_(True)
+                (w_in,) = torch.autograd.grad(model.mlp_traced(layer, z.to(model.dtype))[0, n].float(), z)
+            for start in range(0, embeddings.shape[0], _VOCAB_CHUNK):
+                y = model.normalized(embeddings[start : start + _VOCAB_CHUNK]) * gain + bias
+                out.append(y @ w_in[0] + b)
+            return torch.cat(out)
+        for start in range(0, embeddings.shape[0], _VOCAB_CHUNK):
+            y = (model.normalized(embeddings[start : start + _VOCAB_CHUNK]) * gain + bias).to(model.dtype)
+            if row is None:
+                out.append(model.mlp_traced(layer, y)[:, node.index[-1]].float())
+                continue
+            ae, _ = x.w.autoencoder(BY_NODE_TYPE[node.kind].hook, layer)
+            inputs = mlp_post_act(model, layer, y).float()
+            if reads == "delta":
+                inputs = inputs @ x.w.mlp_write(layer).T + model.bias_write(layer, "mlp").float()
+            latent = node.index[-1]
+            out.append(ae.encode_pre_act(inputs.to(ae.dtype))[..., latent].float())
+        return torch.cat(out)

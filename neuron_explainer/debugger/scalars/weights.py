@@ -1,0 +1,132 @@
+"""Write and read directions of every node kind, from the model interface (and the attached
+autoencoders), in fp32, computed once per model and cached."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from neuron_explainer.debugger import head_writes as hw
+from neuron_explainer.debugger.scalars.base import ATTN, MLP, Unsupported
+from neuron_explainer.debugger.scalars.kinds import BY_HOOK, LATENT_KINDS, LatentKind
+from neuron_explainer.models.transformer import Transformer
+
+# What an autoencoder may read for its latents' writes to be defined here, and the sublayer
+# whose input its latents depend on.
+_READS_SUBLAYER = {"mlp.post_act": "mlp", "resid.delta_mlp": "mlp", "resid.delta_attn": "attn"}
+
+
+class Weights:
+    def __init__(self, model: Transformer):
+        self.model = model
+        self._cache: dict[tuple[Any, ...], Tensor] = {}
+
+    def _cached(self, key: tuple[Any, ...], make: Callable[[], Tensor]) -> Tensor:
+        if key not in self._cache:
+            with torch.no_grad():
+                self._cache[key] = make().float()
+        return self._cache[key]
+
+    # ------------------------------------------------------------------ MLP and heads
+
+    def mlp_write(self, layer: int) -> Tensor:
+        """(d_model, d_mlp): column n is what neuron n writes per unit of activation."""
+        return self._cached(("mlp", layer), lambda: self.model.mlp_write(layer))
+
+    def mlp_write_norms(self, layer: int) -> Tensor:
+        return self._cached(("mlp_norms", layer), lambda: self.mlp_write(layer).norm(dim=0))
+
+    def head_write(self, layer: int) -> Tensor:
+        """(heads, d_head, d_model): W_O split by head."""
+        return self._cached(("head", layer), lambda: self.model.head_write(layer))
+
+    def head_write_gram(self, layer: int) -> Tensor:
+        """(heads, d_head, d_head): W_h W_h^T (write norms without the writes)."""
+        return self._cached(("head_gram", layer), lambda: hw.head_write_gram(self.head_write(layer)))
+
+    # ---------------------------------------------------------------------- latents
+
+    def autoencoder(self, kind: str, layer: int) -> tuple[Any, str]:
+        """The autoencoder producing latents `kind` (a LatentKind.hook) at `layer` and the
+        location it reads; KeyError if there is none."""
+        name = f"blocks.{layer}.{kind}"
+        for a in self.model.attachments():
+            if a.latents == name:
+                return a.coder, a.reads.split(".", 2)[2]
+        raise KeyError(f"no autoencoder produces {name}")
+
+    def latent_layers(self, kind: str) -> list[int]:
+        layers = []
+        for a in self.model.attachments():
+            parts = a.latents.split(".", 2)
+            if len(parts) == 3 and parts[2] == kind and parts[1].isdigit():
+                layers.append(int(parts[1]))
+        return sorted(layers)
+
+    def loaded_kinds(self) -> list[LatentKind]:
+        return [k for k in LATENT_KINDS if self.latent_layers(k.hook)]
+
+    def single_kind(self) -> LatentKind:
+        """The one kind of latents loaded, for the seed's generic latent scalars."""
+        kinds = self.loaded_kinds()
+        if len(kinds) != 1:
+            loaded = " and ".join(k.label for k in kinds) or "no"
+            raise Unsupported(
+                f"{loaded} autoencoders are loaded: the generic autoencoder scalars need exactly one; "
+                "name the kind (online_mlp_autoencoder_..., online_attention_autoencoder_...)"
+            )
+        return kinds[0]
+
+    def reads(self, kind: str, layer: int) -> str:
+        return self.autoencoder(kind, layer)[1]
+
+    def latent_sublayer_read(self, kind: str, layer: int) -> str:
+        """"mlp" or "attn": the sublayer whose input the latents depend on."""
+        reads = self.reads(kind, layer)
+        if reads not in _READS_SUBLAYER:
+            raise Unsupported(f"{BY_HOOK[kind].label} latents read {reads}; only latents of "
+                              f"{', '.join(_READS_SUBLAYER)} have writes here")
+        return _READS_SUBLAYER[reads]
+
+    def latent_location(self, kind: str, layer: int) -> int:
+        """Where in the layer the latents (and their writes) sit."""
+        return MLP if self.latent_sublayer_read(kind, layer) == "mlp" else ATTN
+
+    def latent_write(self, kind: str, layer: int) -> Tensor:
+        """(d_model, n_latents): a latent's write to the residual stream per unit of activation
+        (with sandwich norms, before the post-norm's per-token scale when it reads the MLP's
+        activations; a latent of a sublayer's write already writes what joins the stream)."""
+        self.latent_sublayer_read(kind, layer)  # refuses what has no write
+
+        def make() -> Tensor:
+            ae, reads = self.autoencoder(kind, layer)
+            rows = ae.write_directions()
+            if rows is None:
+                raise Unsupported(f"{BY_HOOK[kind].label} latents of layer {layer} write a direction that depends on their input")
+            decoder = rows.T.float()  # (n_inputs, n_latents)
+            return self.mlp_write(layer) @ decoder if reads == "mlp.post_act" else decoder
+
+        return self._cached((kind, layer), make)
+
+    def latent_write_norms(self, kind: str, layer: int) -> Tensor:
+        return self._cached((kind, "norms", layer), lambda: self.latent_write(kind, layer).norm(dim=0))
+
+    def latent_write_sublayer(self, kind: str, layer: int) -> str | None:
+        """The sublayer whose post-norm a latent's write still passes through ("mlp" for latents
+        of MLP activations), or None when it reads what joins the residual stream."""
+        return "mlp" if self.reads(kind, layer) == "mlp.post_act" else None
+
+    def encoder(self, kind: str, layer: int) -> Tensor:
+        """(n_latents, n_inputs): the rows a latent's pre-activation is affine in (its row dotted
+        with the autoencoder's input, plus a constant)."""
+
+        def make() -> Tensor:
+            rows = self.autoencoder(kind, layer)[0].affine_read_directions()
+            if rows is None:
+                raise Unsupported(f"{BY_HOOK[kind].label} latents of layer {layer} are not affine in their input")
+            return rows
+
+        return self._cached((kind, "encoder", layer), make)
