@@ -376,10 +376,10 @@ def test_generic_latent_scalars_are_the_one_kind_loaded(setup: tuple[str, Debugg
         assert "exactly one" in (sc.problem(name, d.weights) or "")
     # a debugger over the same model with only the attention autoencoder attached
     m = d.model
-    only = {at: v for at, v in m._autoencoders.items() if sc.ATTN_LATENTS in v[1]}
-    saved = dict(m._autoencoders)
-    m._autoencoders.clear()
-    m._autoencoders.update(only)
+    saved = m.attachments()
+    for a in saved:
+        if sc.ATTN_LATENTS not in a.latents:
+            m.detach(a.latents)
     try:
         single = Debugger(m, d.tokenizer, family)
         node = sc.ReadNode("mlp_neuron", m.cfg.n_layers - 1, (5, 2))
@@ -391,8 +391,9 @@ def test_generic_latent_scalars_are_the_one_kind_loaded(setup: tuple[str, Debugg
                 torch.testing.assert_close(_get(x, name, layer), _get(x, alias, layer))
             assert sc.SCALARS[name].node_type == "autoencoder_latent"  # the seed's node type
     finally:
-        m._autoencoders.clear()
-        m._autoencoders.update(saved)
+        m.detach_all()
+        for a in saved:
+            m.attach(a.coder, a.reads, a.latents, writes=a.writes)
 
 
 @covers("online_mlp_autoencoder_error", "online_mlp_autoencoder_error_act_times_grad", "online_mlp_autoencoder_error_write_norm",
