@@ -67,6 +67,7 @@ from neuron_explainer.activations.datasets import DATASET_JSON, DST_FOLDERS, TOK
 from neuron_explainer.activations.running_state import state_bytes
 from neuron_explainer.activations.sharded_build import CHECKPOINT, BuildResult, run_build
 from neuron_explainer.debugger import head_writes as hw
+from neuron_explainer.debugger.scalars.kinds import LATENT_KINDS
 from neuron_explainer.file_utils import FetchError
 from neuron_explainer.models.tokenizer import as_tokenizer
 
@@ -142,13 +143,19 @@ class FamilySpec:
 # --- which activations ------------------------------------------------------------------------
 
 
+_PAIR_LATENTS = "flattened_attn_write_to_latent_summed_over_heads"
+# latents hook location (inside a block) -> the dst of their records, for every latent kind
+_LATENT_DSTS = {k.hook: k.offline for k in LATENT_KINDS}
+_DST_HOOKS = {dst: hook for hook, dst in _LATENT_DSTS.items()}
+
+
 def _autoencoders(model: Any) -> dict[str, list[tuple[str, Any, str]]]:
-    """kind ("mlp" / "attention") -> [(hook point read, autoencoder, latents hook name)]."""
+    """latent records dst -> [(hook point read, coder, latents hook name)]."""
     out: dict[str, list[tuple[str, Any, str]]] = {}
     for att in model.attachments():
-        at, ae, latents = att.reads, att.coder, att.latents
-        kind = "mlp" if ".mlp_autoencoder." in latents else "attention"
-        out.setdefault(kind, []).append((at, ae, latents))
+        location = att.latents.split(".", 2)[2] if att.latents.startswith("blocks.") else att.latents
+        if location in _LATENT_DSTS:
+            out.setdefault(_LATENT_DSTS[location], []).append((att.reads, att.coder, att.latents))
     return out
 
 
@@ -160,24 +167,18 @@ def family_specs(model: Any, dsts: Sequence[str] | None = None) -> list[FamilySp
     for layer in range(cfg.n_layers):
         specs.append(FamilySpec("mlp_post_act", layer, cfg.d_mlp))
         specs.append(FamilySpec("attn_write_norm", layer, cfg.n_heads))
-        for _at, ae, latents in aes.get("mlp", []):
-            if latents.startswith(f"blocks.{layer}."):
-                specs.append(FamilySpec("mlp_autoencoder_latent", layer, ae.n_latents))
-        for at, ae, latents in aes.get("attention", []):
-            if latents.startswith(f"blocks.{layer}."):
-                specs.append(FamilySpec("attention_autoencoder_latent", layer, ae.n_latents))
-                if at == f"blocks.{layer}.resid.delta_attn":
-                    specs.append(
-                        FamilySpec(
-                            "flattened_attn_write_to_latent_summed_over_heads", layer, ae.n_latents
-                        )
-                    )
+        for dst in _LATENT_DSTS.values():
+            for at, ae, latents in aes.get(dst, []):
+                if not latents.startswith(f"blocks.{layer}."):
+                    continue
+                specs.append(FamilySpec(dst, layer, ae.n_latents))
+                if dst == "attention_autoencoder_latent" and at == f"blocks.{layer}.resid.delta_attn":
+                    specs.append(FamilySpec(_PAIR_LATENTS, layer, ae.n_latents))
     if dsts is not None:
         specs = [s for s in specs if s.dst in dsts]
     return specs
 
 
-_PAIR_LATENTS = "flattened_attn_write_to_latent_summed_over_heads"
 
 
 class _Stop(Exception):
@@ -240,12 +241,8 @@ class Recorder:
                 names |= {p + "attn.qk_probs", p + "attn.v"}
                 if self._scale is not None:
                     names.add(p + self._scale)
-            if s.dst in (
-                "mlp_autoencoder_latent",
-                "attention_autoencoder_latent",
-                "flattened_attn_write_to_latent_summed_over_heads",
-            ):
-                kind = "mlp" if s.dst == "mlp_autoencoder_latent" else "attention"
+            if s.dst in _DST_HOOKS or s.dst == _PAIR_LATENTS:
+                kind = "attention_autoencoder_latent" if s.dst == _PAIR_LATENTS else s.dst
                 for _at, ae, latents in aes.get(kind, []):
                     if latents.startswith(p):
                         names.add(latents)
@@ -314,16 +311,11 @@ class Recorder:
         tril = self._tril_flat(s, tokens.device)
         for spec in specs:
             p = f"blocks.{spec.layer}."
-            if spec.dst in (
-                "mlp_post_act",
-                "mlp_autoencoder_latent",
-                "attention_autoencoder_latent",
-            ):
+            if spec.dst == "mlp_post_act" or spec.dst in _DST_HOOKS:
                 if spec.dst == "mlp_post_act":
                     acts = cache[p + "mlp.post_act"]
                 else:
-                    kind = "mlp" if spec.dst == "mlp_autoencoder_latent" else "attention"
-                    acts = cache[self._latents[(kind, spec.layer)]]
+                    acts = cache[self._latents[(spec.dst, spec.layer)]]
                 yield spec, slice(0, spec.n_nodes), acts.float().transpose(1, 2).contiguous()
             elif spec.dst == "attn_write_norm":
                 probs, v = self._pair_inputs(cache, p)  # (b, h, q, k), (b, k, h, e)
@@ -332,7 +324,7 @@ class Recorder:
             else:  # flattened_attn_write_to_latent_summed_over_heads
                 probs, v = self._pair_inputs(cache, p)
                 # d latent / d pre-activation: 1 where the latent is active (ReLU / TopK)
-                active = hw.latent_derivative(cache[self._latents[("attention", spec.layer)]])
+                active = hw.latent_derivative(cache[self._latents[("attention_autoencoder_latent", spec.layer)]])
                 active = active.transpose(1, 2)  # (b, l, q)
                 w = self._w_to_latent[spec.layer]
                 per_chunk = max(1, self.chunk_elements // max(1, b * s * s))
@@ -364,7 +356,7 @@ class Recorder:
         b, s = tokens.shape
         p = f"blocks.{spec.layer}."
         probs, v = self._pair_inputs(cache, p)  # (b, h, q, k), (b, k, h, e)
-        active = cache[self._latents[("attention", spec.layer)]] != 0  # (b, q, l)
+        active = cache[self._latents[("attention_autoencoder_latent", spec.layer)]] != 0  # (b, q, l)
         w = self._w_to_latent[spec.layer]  # (h, e, l)
         tril = self._tril_flat(s, tokens.device)
         n, t = spec.n_nodes, tril.numel()

@@ -128,6 +128,10 @@ class Debugger:
             ctx_window=cfg.ctx_window,
             n_mlp_autoencoder_latents=self._n_latents(sc.MLP_LATENTS),
             n_attention_autoencoder_latents=self._n_latents(sc.ATTN_LATENTS),
+            n_residual_autoencoder_latents=self._n_latents(sc.RESID_LATENTS),
+            n_transcoder_latents=self._n_latents(sc.TRANSCODER_LATENTS),
+            residual_autoencoder_layers=self.weights.latent_layers(sc.RESID_LATENTS) or None,
+            transcoder_layers=self.weights.latent_layers(sc.TRANSCODER_LATENTS) or None,
         )
 
     # --------------------------------------------------------------- parsing
@@ -165,7 +169,7 @@ class Debugger:
             return sc.BY_LOCATION_TYPE[name]
         if name in sc.BY_NODE_TYPE:
             return sc.BY_NODE_TYPE[name]
-        loaded = self.weights.loaded_kinds()
+        loaded = [k for k in self.weights.loaded_kinds() if k.seed]  # what the seed's names mean
         if len(loaded) == 1:
             return loaded[0]
         if hint is not None:
@@ -285,7 +289,8 @@ class Debugger:
             hook = sc.BY_NODE_TYPE[kind].hook
             try:
                 reads_location = self.weights.reads(hook, layer)
-                reads.sublayer_of(self.weights, kind, layer)
+                if not self.weights.is_residual(hook, layer):
+                    reads.sublayer_of(self.weights, kind, layer)
             except sc.Unsupported as e:
                 raise RequestError(f"{field}.nodeIndex: {e}") from None
             readout = _latent_pre_activation(self.weights, hook, layer, index[1])
@@ -730,6 +735,10 @@ class Debugger:
             raise RequestError(f"{field}.componentTypeForMlp: no MLP autoencoder is loaded")
         if spec.component_type_for_attention == S.ComponentTypeForAttention.AUTOENCODER_LATENT and not self.has_attention_autoencoder:
             raise RequestError(f"{field}.componentTypeForAttention: no attention autoencoder is loaded")
+        if spec.component_type_for_mlp == S.ComponentTypeForMlp.TRANSCODER_LATENT and not self.weights.latent_layers(sc.TRANSCODER_LATENTS):
+            raise RequestError(f"{field}.componentTypeForMlp: no transcoders are loaded (start the server with --transcoders)")
+        if spec.include_residual_latents and not self.weights.latent_layers(sc.RESID_LATENTS):
+            raise RequestError(f"{field}.includeResidualLatents: no residual-stream SAEs are loaded (start the server with --sae)")
         loss: S.LossFnConfig | None = S.LossFnConfig(
             name=S.LossFnName.LOGIT_DIFF, target_tokens=spec.target_tokens, distractor_tokens=spec.distractor_tokens
         )
@@ -770,14 +779,18 @@ class Debugger:
         elif spec.downstream_node_to_trace is not None:
             raise RequestError(f"{field}.downstreamNodeToTrace needs an upstreamNodeToTrace")
 
-        def top_k(mlp: S.ComponentTypeForMlp, attn: S.ComponentTypeForAttention, k: int) -> S.MultipleTopKDerivedScalarsRequestSpec:
-            return S.MultipleTopKDerivedScalarsRequestSpec(dst_list_by_group_id=tdb_groups(mlp, attn), top_and_bottom_k=k, token_index=None)
+        def top_k(mlp: S.ComponentTypeForMlp, attn: S.ComponentTypeForAttention, k: int, residual: bool = False) -> S.MultipleTopKDerivedScalarsRequestSpec:
+            groups = tdb_groups(mlp, attn, residual)
+            return S.MultipleTopKDerivedScalarsRequestSpec(dst_list_by_group_id=groups, top_and_bottom_k=k, token_index=None)
 
         def scored(kind: S.TokenScoringType) -> S.ScoredTokensRequestSpec:
             return S.ScoredTokensRequestSpec(token_scoring_type=kind, num_tokens=_SCORED_TOKENS, depends_on_spec_name="topKComponents")
 
         steps: dict[str, Any] = {
-            "topKComponents": top_k(spec.component_type_for_mlp, spec.component_type_for_attention, spec.top_and_bottom_k_for_node_table),
+            "topKComponents": top_k(
+                spec.component_type_for_mlp, spec.component_type_for_attention, spec.top_and_bottom_k_for_node_table,
+                spec.include_residual_latents,
+            ),
             "componentSumsForTokenDisplay": top_k(S.ComponentTypeForMlp.NEURON, S.ComponentTypeForAttention.ATTENTION_HEAD, 1),
             # not in the original server: exact per-layer sums for the viewer's layer summary
             "componentSumsForLayerDisplay": S.MultipleTopKDerivedScalarsRequestSpec(
@@ -856,14 +869,24 @@ def _token_strings(tokenizer: Tokenizer, n_vocab: int) -> list[str]:
     return strings + [f"<|{i}|>" for i in range(known, n_vocab)]
 
 
-def tdb_groups(mlp: S.ComponentTypeForMlp, attn: S.ComponentTypeForAttention) -> dict[S.GroupId, list[S.DerivedScalarType]]:
-    """The node table's columns: for each group, one scalar per node kind."""
+def tdb_groups(
+    mlp: S.ComponentTypeForMlp, attn: S.ComponentTypeForAttention, residual: bool = False
+) -> dict[S.GroupId, list[S.DerivedScalarType]]:
+    """The node table's columns: for each group, one scalar per node kind (with `residual`, the
+    residual-stream SAEs' latents too: they re-describe the stream, so their direct effects
+    overlap the others' and are left out of per-layer sums)."""
     D = S.DerivedScalarType
-    mlp_prefix = "mlp" if mlp == S.ComponentTypeForMlp.NEURON else "online_mlp_autoencoder"
+    mlp_prefix = {
+        S.ComponentTypeForMlp.NEURON: "mlp",
+        S.ComponentTypeForMlp.AUTOENCODER_LATENT: "online_mlp_autoencoder",
+        S.ComponentTypeForMlp.TRANSCODER_LATENT: "online_transcoder",
+    }[mlp]
     attn_latents = attn == S.ComponentTypeForAttention.AUTOENCODER_LATENT
+
     def attn_dst(head: str, latent: str) -> S.DerivedScalarType:
         return D(f"online_attention_autoencoder_{latent}" if attn_latents else head)
-    return {
+
+    groups = {
         S.GroupId.WRITE_NORM: [D.RESID_POST_EMBEDDING_NORM, D(f"{mlp_prefix}_write_norm"), attn_dst("unflattened_attn_write_norm", "write_norm")],
         S.GroupId.ACT_TIMES_GRAD: [D.TOKEN_ATTRIBUTION, D(f"{mlp_prefix}_act_times_grad"), attn_dst("unflattened_attn_act_times_grad", "act_times_grad")],
         S.GroupId.DIRECTION_WRITE: [
@@ -871,8 +894,13 @@ def tdb_groups(mlp: S.ComponentTypeForMlp, attn: S.ComponentTypeForAttention) ->
             D(f"{mlp_prefix}_write_to_final_residual_grad"),
             attn_dst("unflattened_attn_write_to_final_residual_grad", "write_to_final_residual_grad"),
         ],
-        S.GroupId.ACTIVATION: [D.ALWAYS_ONE, D("mlp_post_act" if mlp_prefix == "mlp" else "online_mlp_autoencoder_latent"), attn_dst("attn_qk_probs", "latent")],
+        S.GroupId.ACTIVATION: [D.ALWAYS_ONE, D("mlp_post_act" if mlp_prefix == "mlp" else f"{mlp_prefix}_latent"), attn_dst("attn_qk_probs", "latent")],
     }
+    if residual:
+        for group, suffix in ((S.GroupId.WRITE_NORM, "write_norm"), (S.GroupId.ACT_TIMES_GRAD, "act_times_grad"),
+                              (S.GroupId.DIRECTION_WRITE, "write_to_final_residual_grad"), (S.GroupId.ACTIVATION, "latent")):
+            groups[group].append(D(f"online_residual_autoencoder_{suffix}"))
+    return groups
 
 
 def attention_summaries(tokens: list[str], scalars: Tensor) -> list[S.TokenAndAttentionScalars]:

@@ -134,6 +134,9 @@ class NodeType(StrEnum):
     MLP_AUTOENCODER_LATENT = "mlp_autoencoder_latent"
     ATTENTION_AUTOENCODER_LATENT = "attention_autoencoder_latent"
     AUTOENCODER_LATENT_BY_TOKEN_PAIR = "autoencoder_latent_by_token_pair"
+    # not in the original server: community SAEs on the residual stream, and transcoders
+    RESIDUAL_AUTOENCODER_LATENT = "residual_autoencoder_latent"
+    TRANSCODER_LATENT = "transcoder_latent"
     LAYER = "layer"
     RESIDUAL_STREAM_CHANNEL = "residual_stream_channel"
     VOCAB_TOKEN = "vocab_token"
@@ -165,6 +168,8 @@ class ActivationLocationType(StrEnum):
     ONLINE_AUTOENCODER_LATENT = "online_autoencoder_latent"
     ONLINE_MLP_AUTOENCODER_LATENT = "online_mlp_autoencoder_latent"
     ONLINE_ATTENTION_AUTOENCODER_LATENT = "online_attention_autoencoder_latent"
+    ONLINE_RESIDUAL_AUTOENCODER_LATENT = "online_residual_autoencoder_latent"  # ours
+    ONLINE_TRANSCODER_LATENT = "online_transcoder_latent"  # ours
     ONLINE_MLP_AUTOENCODER_ERROR = "online_mlp_autoencoder_error"
     ONLINE_RESIDUAL_MLP_AUTOENCODER_ERROR = "online_residual_mlp_autoencoder_error"
     ONLINE_RESIDUAL_ATTENTION_AUTOENCODER_ERROR = "online_residual_attention_autoencoder_error"
@@ -314,6 +319,23 @@ class DerivedScalarType(StrEnum):
     ONLINE_ATTENTION_AUTOENCODER_WRITE_TO_FINAL_ACTIVATION_RESIDUAL_GRAD = (
         "online_attention_autoencoder_write_to_final_activation_residual_grad"
     )
+    # not in the original server: residual-stream SAEs' and transcoders' latents
+    ONLINE_RESIDUAL_AUTOENCODER_LATENT = "online_residual_autoencoder_latent"
+    ONLINE_RESIDUAL_AUTOENCODER_WRITE = "online_residual_autoencoder_write"
+    ONLINE_RESIDUAL_AUTOENCODER_WRITE_NORM = "online_residual_autoencoder_write_norm"
+    ONLINE_RESIDUAL_AUTOENCODER_ACT_TIMES_GRAD = "online_residual_autoencoder_act_times_grad"
+    ONLINE_RESIDUAL_AUTOENCODER_WRITE_TO_FINAL_RESIDUAL_GRAD = "online_residual_autoencoder_write_to_final_residual_grad"
+    ONLINE_RESIDUAL_AUTOENCODER_WRITE_TO_FINAL_ACTIVATION_RESIDUAL_GRAD = "online_residual_autoencoder_write_to_final_activation_residual_grad"
+    RESIDUAL_AUTOENCODER_LATENT = "residual_autoencoder_latent"
+    RESIDUAL_AUTOENCODER_WRITE_NORM = "residual_autoencoder_write_norm"
+    ONLINE_TRANSCODER_LATENT = "online_transcoder_latent"
+    ONLINE_TRANSCODER_WRITE = "online_transcoder_write"
+    ONLINE_TRANSCODER_WRITE_NORM = "online_transcoder_write_norm"
+    ONLINE_TRANSCODER_ACT_TIMES_GRAD = "online_transcoder_act_times_grad"
+    ONLINE_TRANSCODER_WRITE_TO_FINAL_RESIDUAL_GRAD = "online_transcoder_write_to_final_residual_grad"
+    ONLINE_TRANSCODER_WRITE_TO_FINAL_ACTIVATION_RESIDUAL_GRAD = "online_transcoder_write_to_final_activation_residual_grad"
+    TRANSCODER_LATENT = "transcoder_latent"
+    TRANSCODER_WRITE_NORM = "transcoder_write_norm"
 
 
 # None means "no layer" (embeddings, logits, final layer norm).
@@ -651,6 +673,11 @@ class ModelInfoResponse(ImmutableCamelModel):
     ctx_window: int | None = None
     n_mlp_autoencoder_latents: int | None = None
     n_attention_autoencoder_latents: int | None = None
+    n_residual_autoencoder_latents: int | None = None  # residual-stream SAEs (per layer)
+    n_transcoder_latents: int | None = None
+    # layers with residual-stream SAEs / transcoders attached
+    residual_autoencoder_layers: list[int] | None = None
+    transcoder_layers: list[int] | None = None
 
 
 ########## Node + dataset identification (read and explainer routes) ##########
@@ -1047,6 +1074,7 @@ class ComponentTypeForMlp(StrEnum):
 
     NEURON = "neuron"
     AUTOENCODER_LATENT = "autoencoder_latent"
+    TRANSCODER_LATENT = "transcoder_latent"  # ours: the MLP as its transcoder's latents
 
 
 class ComponentTypeForAttention(StrEnum):
@@ -1074,6 +1102,8 @@ class TdbRequestSpec(ImmutableCamelModel):
     upstream_node_to_trace: NodeToTrace | None = None
     # Only with an upstream attention node traced through V: the gradient target downstream.
     downstream_node_to_trace: NodeToTrace | None = None
+    # ours: also list the latents of the residual-stream SAEs in the node table
+    include_residual_latents: bool = False
 
 
 class BatchedTdbRequest(ImmutableCamelModel):

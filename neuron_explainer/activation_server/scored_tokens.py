@@ -35,6 +35,9 @@ _READ_SCORING = {
     S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_ATTN_K: "K",
 }
 
+# latent kinds whose input tokens are scored (the MLP scoring): a function of one token's stream
+_INPUT_SCORED = (sc.MLP_LATENTS, sc.TRANSCODER_LATENTS, sc.RESID_LATENTS)
+
 
 def finite(x: float) -> float:
     # JSON has no NaN/inf; the original server sent -999 for them
@@ -118,8 +121,8 @@ class TokenScorer:
         if latent is not None:
             kind = latent.node_type
         side = _READ_SCORING[scoring]
-        if side is None:
-            if kind != "mlp_neuron" and (latent is None or latent.hook != sc.MLP_LATENTS):
+        if side is None:  # input tokens of MLP-side nodes, transcoders' and residual SAEs' latents
+            if kind != "mlp_neuron" and (latent is None or latent.hook not in _INPUT_SCORED):
                 return None
         elif kind != "attention_head":
             return None
@@ -183,7 +186,7 @@ class TokenScorer:
         base_key = (spec.token_scoring_type, spec.num_tokens, node.node_type, node.layer_index, node.tensor_indices[-1])
         if writes:
             vector = self.node_write(node, x.rec)
-            weights_only = node.node_type.value in ("mlp_neuron", "mlp_autoencoder_latent", "attention_autoencoder_latent")
+            weights_only = node.node_type.value == "mlp_neuron" or node.node_type.value in sc.BY_NODE_TYPE
             return (base_key if weights_only else None), vector, 1.0
         read = self.read_node(node, spec.token_scoring_type)
         if read is None:

@@ -60,6 +60,9 @@ DST_FOLDERS: dict[str, str] = {
     "attn_write_norm": "attn_write_norm/collated-activations-by-token-pair",
     "mlp_autoencoder_latent": "mlp_autoencoder_latent/collated-activations",
     "attention_autoencoder_latent": "attention_autoencoder_latent/collated-activations",
+    # ours: community SAEs on the residual stream, and transcoders
+    "residual_autoencoder_latent": "residual_autoencoder_latent/collated-activations",
+    "transcoder_latent": "transcoder_latent/collated-activations",
     "flattened_attn_write_to_latent_summed_over_heads": (
         "flattened_attn_write_to_latent_summed_over_heads/collated-activations-by-token-pair"
     ),

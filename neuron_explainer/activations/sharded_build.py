@@ -476,5 +476,7 @@ _DESCRIPTIONS = {
     "attn_write_norm": "Attention write by token pair",
     "mlp_autoencoder_latent": "MLP autoencoder latents",
     "attention_autoencoder_latent": "Attention autoencoder latents",
+    "residual_autoencoder_latent": "Residual-stream SAE latents",
+    "transcoder_latent": "Transcoder latents",
     "flattened_attn_write_to_latent_summed_over_heads": "Attention autoencoder latents by token pair",
 }

@@ -48,11 +48,21 @@ def sublayer_of(w: Weights, kind: str, layer: int) -> str:
     raise Unsupported(f"{kind} nodes read no sublayer")
 
 
+def _residual_latents(w: Weights, kind: str, layer: int) -> str | None:
+    """The hook of a residual-stream SAE's latents, if that is what `kind` at `layer` is."""
+    if kind in BY_NODE_TYPE and w.is_residual(BY_NODE_TYPE[kind].hook, layer):
+        return BY_NODE_TYPE[kind].hook
+    return None
+
+
 def input_direction(w: Weights, kind: str, layer: int) -> Direction:
     """The residual stream a node of `kind` at `layer` reads: before attention, the block's
     input; before the MLP, the stream after attention (a parallel block's MLP reads the block's
-    input too)."""
+    input too); a residual-stream SAE's latent, the stream it sits on."""
     model = w.model
+    hook = _residual_latents(w, kind, layer)
+    if hook is not None:
+        return Direction(Site(w.reads(hook, layer), layer), layer, w.latent_location(hook, layer))
     if sublayer_of(w, kind, layer) == "mlp" and not model.cfg.parallel:
         return Direction(Site("resid.post_attn", layer), layer, RESID_POST_ATTN)
     site = Site("resid.post_emb") if layer == 0 else Site("resid.post_mlp", layer - 1)
@@ -61,11 +71,15 @@ def input_direction(w: Weights, kind: str, layer: int) -> Direction:
 
 def held_scales(w: Weights, kind: str, layer: int) -> list[Site]:
     """Norm scales that tracing a node holds constant: its sublayer's input norm, and for a
-    latent of that sublayer's write its post-norm (sandwich norms)."""
+    latent of that sublayer's write its post-norm (sandwich norms); none for a residual-stream
+    SAE's latent, which reads the stream itself."""
+    if _residual_latents(w, kind, layer) is not None:
+        return []
     sublayer = sublayer_of(w, kind, layer)
     sites = [Site(f"{sublayer}_ln.scale", layer)]
     post = w.model.write_scale_location(sublayer)
-    if post is not None and kind in BY_NODE_TYPE and w.reads(BY_NODE_TYPE[kind].hook, layer).startswith("resid."):
+    reads_write = kind in BY_NODE_TYPE and w.reads(BY_NODE_TYPE[kind].hook, layer) in ("resid.delta_mlp", "resid.delta_attn")
+    if post is not None and reads_write:
         sites.append(Site(post, layer))
     return sites
 
@@ -90,9 +104,14 @@ def _tokens(node: ReadNode, n_tokens: int) -> list[int]:
     return list(range(n_tokens)) if t is None else [t]
 
 
+# what an MLP-side latent's encoder row reads
+_ROW_READS = {"mlp.post_act": "post_act", "resid.delta_mlp": "delta", "mlp_ln.normalized": "normalized", "resid.post_mlp_ln": "post_ln"}
+
+
 def _mlp_side_quantity(x: Inputs, node: ReadNode) -> tuple[Tensor | None, object]:
-    """For a neuron or a latent of the MLP's input side: (its encoder row, or None for a
-    neuron, and what the row reads: "post_act" or "delta")."""
+    """For a neuron or a latent of the MLP's side: (its encoder row, or None for a neuron, and
+    what the row reads: the MLP's activations ("post_act") or write ("delta"), or, for a
+    transcoder, its input before the norm's gain ("normalized") or after ("post_ln"))."""
     if node.kind == "mlp_neuron":
         return None, "neuron"
     hook = BY_NODE_TYPE[node.kind].hook
@@ -100,7 +119,7 @@ def _mlp_side_quantity(x: Inputs, node: ReadNode) -> tuple[Tensor | None, object
     latent = node.index[-1]
     assert latent is not None
     row = x.w.encoder(hook, node.layer)[latent]
-    return row, "post_act" if reads == "mlp.post_act" else "delta"
+    return row, _ROW_READS[reads]
 
 
 def residual_read(x: Inputs, node: ReadNode) -> Tensor:
@@ -116,14 +135,22 @@ def residual_read(x: Inputs, node: ReadNode) -> Tensor:
             if side in through:
                 out[token] += _score_read(x, layer, q, k, h, side)
         return out
+    tokens = _tokens(node, n_tokens)
+    hook = _residual_latents(x.w, node.kind, layer)
+    if hook is not None:  # a residual-stream SAE's pre-activation is its row on the stream
+        out[tokens] = x.w.encoder(hook, layer)[node.index[-1]].float()
+        return out
     if sublayer_of(x.w, node.kind, layer) != "mlp":
         raise Unsupported("reads of latents of the attention layer's write are not defined (they depend on every token)")
-    tokens = _tokens(node, n_tokens)
     normed = x.act("resid.post_mlp_ln", layer)[tokens]
     row, reads = _mlp_side_quantity(x, node)
     post_scale = x.write_scale(layer, "mlp")
+    gain = model.input_norm_gain(layer, "mlp").float()
 
     def quantity(y: Tensor) -> Tensor:
+        if reads in ("post_ln", "normalized"):  # a transcoder on the norm's output, or its input
+            assert row is not None  # before the gain (the norm's bias is a constant)
+            return (y.float() if reads == "post_ln" else y.float() / gain) @ row
         y = y.to(model.dtype)
         if row is None:
             return model.mlp_traced(layer, y)[:, node.index[-1]].float()
@@ -138,7 +165,6 @@ def residual_read(x: Inputs, node: ReadNode) -> Tensor:
     with torch.enable_grad():
         y = normed.detach().requires_grad_(True)
         (g,) = torch.autograd.grad(quantity(y).sum(), y)
-    gain = model.input_norm_gain(layer, "mlp").float()
     out[tokens] = _hold_norm(model, g.float(), gain, x.act("mlp_ln.scale", layer)[tokens])
     return out
 
@@ -180,7 +206,7 @@ def read_sites(w: Weights, node: ReadNode) -> set[Site]:
         if w.model.cfg.attn_softcap is not None:
             sites.add(Site("attn.qk_logits", layer))
         return sites
-    if node.kind in BY_NODE_TYPE and sublayer_of(w, node.kind, layer) != "mlp":
+    if node.kind in BY_NODE_TYPE and (_residual_latents(w, node.kind, layer) or sublayer_of(w, node.kind, layer) != "mlp"):
         return set()
     sites = {Site("resid.post_mlp_ln", layer), Site("mlp_ln.scale", layer)}
     post = w.model.write_scale_location("mlp")
@@ -200,6 +226,15 @@ def token_pre_activations(x: Inputs, node: ReadNode) -> Tensor:
     the residual stream its MLP reads, through the MLP's input norm (each embedding normalized
     by its own scale) — for MLP neurons and latents of the MLP's activations or write."""
     model, layer = x.w.model, node.layer
+    hook = _residual_latents(x.w, node.kind, layer)
+    if hook is not None:  # the token's embedding as the residual stream the SAE reads
+        ae, _ = x.w.autoencoder(hook, layer)
+        embeddings = model.token_embeddings()
+        with torch.no_grad():
+            return torch.cat([
+                ae.encode_pre_act(embeddings[i : i + _VOCAB_CHUNK].to(ae.dtype))[..., node.index[-1]].float()
+                for i in range(0, embeddings.shape[0], _VOCAB_CHUNK)
+            ])
     if node.kind == "attention_head" or (node.kind in BY_NODE_TYPE and sublayer_of(x.w, node.kind, layer) != "mlp"):
         raise Unsupported(
             f"vocab_token_write_to_input_direction: defined for MLP neurons and latents of the MLP (not {node.kind})"
@@ -235,9 +270,13 @@ def token_pre_activations(x: Inputs, node: ReadNode) -> Tensor:
                 out.append(model.mlp_traced(layer, y)[:, node.index[-1]].float())
                 continue
             ae, _ = x.w.autoencoder(BY_NODE_TYPE[node.kind].hook, layer)
+            latent = node.index[-1]
+            if reads in ("normalized", "post_ln"):  # a transcoder: the MLP's input itself
+                normalized = (y.float() - bias) / gain if reads == "normalized" else y
+                out.append(ae.encode_pre_act(normalized.to(ae.dtype))[..., latent].float())
+                continue
             inputs = mlp_post_act(model, layer, y).float()
             if reads == "delta":
                 inputs = inputs @ x.w.mlp_write(layer).T + model.bias_write(layer, "mlp").float()
-            latent = node.index[-1]
             out.append(ae.encode_pre_act(inputs.to(ae.dtype))[..., latent].float())
         return torch.cat(out)

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 MLP_LATENTS = "mlp_autoencoder.latents"
 ATTN_LATENTS = "attn_autoencoder.latents"
+RESID_LATENTS = "resid_autoencoder.latents"  # community SAEs on the residual stream
+TRANSCODER_LATENTS = "transcoder.latents"  # transcoders: MLP input -> MLP output
 
 
 @dataclass(frozen=True)
@@ -16,7 +18,8 @@ class LatentKind:
     type; prefix: of its online derived scalars (`{prefix}_latent`, `{prefix}_write_norm`, ...);
     location_type: the API's activation location of the latents; offline: the derived scalar of
     its latents computed post hoc from the autoencoder's input (and `{offline_prefix}_write_norm`);
-    label: for messages."""
+    label: for messages; seed: one of the seed's two kinds, which its generic latent names
+    (online_autoencoder_latent, ...) stand for."""
 
     hook: str
     node_type: str
@@ -25,6 +28,7 @@ class LatentKind:
     offline: str
     offline_prefix: str
     label: str
+    seed: bool = True
 
 
 LATENT_KINDS: tuple[LatentKind, ...] = (
@@ -36,6 +40,15 @@ LATENT_KINDS: tuple[LatentKind, ...] = (
         ATTN_LATENTS, "attention_autoencoder_latent", "online_attention_autoencoder",
         "online_attention_autoencoder_latent", "attention_autoencoder_latent", "attention_autoencoder",
         "attention",
+    ),
+    LatentKind(
+        RESID_LATENTS, "residual_autoencoder_latent", "online_residual_autoencoder",
+        "online_residual_autoencoder_latent", "residual_autoencoder_latent", "residual_autoencoder",
+        "residual-stream", seed=False,
+    ),
+    LatentKind(
+        TRANSCODER_LATENTS, "transcoder_latent", "online_transcoder", "online_transcoder_latent",
+        "transcoder_latent", "transcoder", "transcoder", seed=False,
     ),
 )
 BY_HOOK = {k.hook: k for k in LATENT_KINDS}

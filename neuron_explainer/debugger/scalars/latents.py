@@ -71,7 +71,7 @@ def _with_write(kind: str, check: Callable[[Weights, Context | None], str | None
         if problem is None:
             for layer in w.latent_layers(kind):
                 try:
-                    w.latent_sublayer_read(kind, layer)
+                    w.latent_write(kind, layer)
                 except ValueError as e:
                     return str(e)
         return problem

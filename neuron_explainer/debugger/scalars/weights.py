@@ -10,13 +10,25 @@ import torch
 from torch import Tensor
 
 from neuron_explainer.debugger import head_writes as hw
-from neuron_explainer.debugger.scalars.base import ATTN, MLP, Unsupported
+from neuron_explainer.debugger.scalars.base import (
+    ATTN,
+    MLP,
+    RESID_POST_ATTN,
+    RESID_POST_MLP,
+    Unsupported,
+)
 from neuron_explainer.debugger.scalars.kinds import BY_HOOK, LATENT_KINDS, LatentKind
 from neuron_explainer.models.transformer import Transformer
 
 # What an autoencoder may read for its latents' writes to be defined here, and the sublayer
-# whose input its latents depend on.
-_READS_SUBLAYER = {"mlp.post_act": "mlp", "resid.delta_mlp": "mlp", "resid.delta_attn": "attn"}
+# whose input its latents depend on: an MLP's or attention's output (OpenAI's kinds), or an MLP's
+# input (transcoders, which write the MLP's output).
+_READS_SUBLAYER = {
+    "mlp.post_act": "mlp", "resid.delta_mlp": "mlp", "resid.delta_attn": "attn",
+    "mlp_ln.normalized": "mlp", "resid.post_mlp_ln": "mlp",
+}
+# SAEs on the residual stream read no sublayer: where in the layer they sit
+_RESID_POINTS = {"resid.post_attn": RESID_POST_ATTN, "resid.post_mlp": RESID_POST_MLP}
 
 
 class Weights:
@@ -70,8 +82,8 @@ class Weights:
         return [k for k in LATENT_KINDS if self.latent_layers(k.hook)]
 
     def single_kind(self) -> LatentKind:
-        """The one kind of latents loaded, for the seed's generic latent scalars."""
-        kinds = self.loaded_kinds()
+        """The one of the seed's two kinds loaded, for its generic latent scalars."""
+        kinds = [k for k in self.loaded_kinds() if k.seed]
         if len(kinds) != 1:
             loaded = " and ".join(k.label for k in kinds) or "no"
             raise Unsupported(
@@ -83,9 +95,15 @@ class Weights:
     def reads(self, kind: str, layer: int) -> str:
         return self.autoencoder(kind, layer)[1]
 
+    def is_residual(self, kind: str, layer: int) -> bool:
+        """Whether the latents are an SAE's on the residual stream itself."""
+        return self.reads(kind, layer) in _RESID_POINTS
+
     def latent_sublayer_read(self, kind: str, layer: int) -> str:
         """"mlp" or "attn": the sublayer whose input the latents depend on."""
         reads = self.reads(kind, layer)
+        if reads in _RESID_POINTS:
+            raise Unsupported(f"{BY_HOOK[kind].label} latents read the residual stream ({reads}), not a sublayer")
         if reads not in _READS_SUBLAYER:
             raise Unsupported(f"{BY_HOOK[kind].label} latents read {reads}; only latents of "
                               f"{', '.join(_READS_SUBLAYER)} have writes here")
@@ -93,13 +111,18 @@ class Weights:
 
     def latent_location(self, kind: str, layer: int) -> int:
         """Where in the layer the latents (and their writes) sit."""
+        reads = self.reads(kind, layer)
+        if reads in _RESID_POINTS:
+            return _RESID_POINTS[reads]
         return MLP if self.latent_sublayer_read(kind, layer) == "mlp" else ATTN
 
     def latent_write(self, kind: str, layer: int) -> Tensor:
         """(d_model, n_latents): a latent's write to the residual stream per unit of activation
         (with sandwich norms, before the post-norm's per-token scale when it reads the MLP's
-        activations; a latent of a sublayer's write already writes what joins the stream)."""
-        self.latent_sublayer_read(kind, layer)  # refuses what has no write
+        activations; a latent of a sublayer's write already writes what joins the stream; a
+        transcoder's latent writes the MLP's output; a residual SAE's latent its own row)."""
+        if not self.is_residual(kind, layer):
+            self.latent_sublayer_read(kind, layer)  # refuses what has no write
 
         def make() -> Tensor:
             ae, reads = self.autoencoder(kind, layer)
