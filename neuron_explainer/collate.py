@@ -1,7 +1,8 @@
 """Build neuron records ("collated activations") for any model over a corpus.
 
     python -m neuron_explainer.collate --model PATH_OR_NAME [--mlp-autoencoder NAME_OR_FOLDER]
-        [--attention-autoencoder NAME_OR_FOLDER] (--corpus FILE... | --hf-dataset NAME)
+        [--attention-autoencoder NAME_OR_FOLDER] [--sae SPEC ...] [--transcoders SET]
+        (--corpus FILE... | --hf-dataset NAME)
         --out FOLDER [--format json|bulk] [--workers N | --ray-address auto] ...
 
 Writes one record per node for every MLP neuron (`mlp_post_act`), attention head
@@ -293,7 +294,8 @@ class Recorder:
             raise _Stop
 
         fwd: dict[str, Any] = {n: [save(n)] for n in self.names}
-        fwd.setdefault(f"blocks.{self.n_layers - 1}.resid.post_mlp", []).append(stop)
+        # stop at the final norm: coders on the last block's output (residual SAEs) have run
+        fwd.setdefault("resid.ln_f.scale", []).append(stop)
         with self.model.hooks(fwd=fwd), contextlib.suppress(_Stop):
             self.model(tokens)
         return cache
@@ -517,6 +519,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--mlp-autoencoder", help="MLP autoencoder set name or folder")
     p.add_argument("--attention-autoencoder", help="attention autoencoder set name or folder")
+    p.add_argument("--sae", action="append", default=[], metavar="SPEC",
+                   help="a community SAE (repeatable): SAELens RELEASE:SAE_ID, hf://owner/repo/path or a folder")
+    p.add_argument("--transcoders", metavar="SET", help="a transcoder set (circuit-tracer's layout): a folder or hf://owner/repo")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--corpus", nargs="+", help="text (.txt), .parquet, .jsonl or .arrow files")
     src.add_argument("--hf-dataset", help="a Hugging Face hub dataset name (needs the network)")
@@ -637,6 +642,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"--{kind}-autoencoder {name!r} reads {spec.reads}, not {kind} activations"
                     )
                 attach(model, spec, aes)
+        from neuron_explainer.models.saes.attach import attach_coders
+
+        attach_coders(model, args.sae, args.transcoders, device)
         enc = tokenizer_of(model)
         specs = family_specs(model, cfg.dsts)
         print(

@@ -161,6 +161,22 @@ def random_autoencoder(n_latents: int, n_inputs: int, seed: int) -> Any:
     return ae.requires_grad_(False)
 
 
+def random_coder(d: int, n: int, hook_in: str, hook_out: str | None, seed: int) -> Any:
+    """A random ReLU sparse coder in the community's layout (a transcoder when `hook_out` is
+    given), reading TransformerLens hook `hook_in`; decoder rows about as long as activations."""
+    import torch
+
+    from neuron_explainer.models.saes import SparseCoder, SparseCoderInfo
+
+    info = SparseCoderInfo(format="test", source=f"random {hook_in}", architecture="relu", hook_in=hook_in, hook_out=hook_out)
+    coder = SparseCoder(d, n, transcoder=hook_out is not None, info=info)
+    gen = torch.Generator().manual_seed(seed)
+    weights = {k: torch.randn(p.shape, generator=gen) * (0.5 / p.shape[-1] ** 0.5 if p.ndim > 1 else 0.05)
+               for k, p in coder.named_parameters()}
+    coder.load_weights(weights, source="random")
+    return coder.requires_grad_(False)
+
+
 def _tiny_debugger(with_autoencoders: bool) -> Any:
     from neuron_explainer.activation_server.processing import Debugger
     from neuron_explainer.models.autoencoder import AutoencoderSpec, attach

@@ -4,11 +4,11 @@ from the coders' own weights and autograd on the plain model."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from conftest import random_coder
 from torch import Tensor
 
 from neuron_explainer.activation_server import schemas as S
@@ -17,20 +17,10 @@ from neuron_explainer.debugger import scalars as sc
 from neuron_explainer.debugger.inference import Ablation, LogitDiffLoss, PromptRequest, Site, run
 from neuron_explainer.models.loading import load_model, tokenizer_of
 from neuron_explainer.models.random_models import save_random
-from neuron_explainer.models.saes import SparseCoder, SparseCoderInfo
 from neuron_explainer.models.saes.attach import attach_as_node
 
 pytest.importorskip("transformers")
 PROMPT = "When Mary and John went to the store, John gave a drink to"
-
-
-def coder(d: int, n: int, hook_in: str, hook_out: str | None, seed: int) -> SparseCoder:
-    info = SparseCoderInfo(format="test", source=f"random {hook_in}", architecture="relu", hook_in=hook_in, hook_out=hook_out)
-    c = SparseCoder(d, n, transcoder=hook_out is not None, info=info)
-    gen = torch.Generator().manual_seed(seed)
-    c.load_weights({k: torch.randn(p.shape, generator=gen) * (0.5 / p.shape[-1] ** 0.5 if p.ndim > 1 else 0.05)
-                    for k, p in c.named_parameters()}, source="random")
-    return c
 
 
 @pytest.fixture(scope="module", params=["gpt2", "llama", "gemma2"])
@@ -42,8 +32,8 @@ def setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     d_model = model.cfg.d_model
     atts = []
     for layer in range(model.cfg.n_layers):
-        atts.append(attach_as_node(model, coder(d_model, 32, f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_mlp_out", 10 + layer)))
-        atts.append(attach_as_node(model, coder(d_model, 24, f"blocks.{layer}.hook_resid_post", None, 20 + layer)))
+        atts.append(attach_as_node(model, random_coder(d_model, 32, f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_mlp_out", 10 + layer)))
+        atts.append(attach_as_node(model, random_coder(d_model, 24, f"blocks.{layer}.hook_resid_post", None, 20 + layer)))
     return Debugger(model, tokenizer_of(model), request.param), atts
 
 

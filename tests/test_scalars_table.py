@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import seed_reference as ref
 import torch
-from conftest import random_autoencoder
+from conftest import random_autoencoder, random_coder
 from torch import Tensor
 
 from neuron_explainer.activation_server import schemas as S
@@ -26,6 +26,7 @@ from neuron_explainer.debugger.inference import Ablation, LogitDiffLoss, PromptR
 from neuron_explainer.models.autoencoder import AutoencoderSpec, attach
 from neuron_explainer.models.loading import load_model, tokenizer_of
 from neuron_explainer.models.random_models import save_random
+from neuron_explainer.models.saes.attach import attach_as_node
 
 pytest.importorskip("transformers")
 
@@ -40,9 +41,12 @@ NODE_TABLE = {  # checked value by value in test_node_table_seed.py
     "mlp_write_norm", "mlp_act_times_grad", "mlp_write_to_final_residual_grad", "mlp_post_act",
     "unflattened_attn_write_norm", "unflattened_attn_act_times_grad", "unflattened_attn_write_to_final_residual_grad",
     "attn_qk_probs",
-    *(f"{k.prefix}_{s}" for k in sc.LATENT_KINDS for s in ("latent", "write_norm", "act_times_grad", "write_to_final_residual_grad")),
+    *(f"{k.prefix}_{s}" for k in sc.LATENT_KINDS if k.seed for s in ("latent", "write_norm", "act_times_grad", "write_to_final_residual_grad")),
 }
 COVERED: dict[str, str] = {name: "test_node_table_seed" for name in NODE_TABLE}
+# residual-stream SAEs' and transcoders' node-table scalars: checked in test_latent_kinds.py
+COVERED |= {f"{k.prefix}_{s}": "test_latent_kinds" for k in sc.LATENT_KINDS if not k.seed
+            for s in ("latent", "write_norm", "act_times_grad", "write_to_final_residual_grad")}
 
 
 def covers(*names: str) -> Any:
@@ -69,6 +73,9 @@ def setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     ):
         spec = AutoencoderSpec(reads=what, kind=kind, location="unused", n_layers=n)  # type: ignore[arg-type]
         attach(model, spec, [random_autoencoder(N_LATENTS, width, seed + i) for i in range(n)])
+    for i in range(n):  # the community's kinds: a transcoder and a residual-stream SAE per layer
+        attach_as_node(model, random_coder(model.cfg.d_model, N_LATENTS, f"blocks.{i}.ln2.hook_normalized", f"blocks.{i}.hook_mlp_out", 70 + i))
+        attach_as_node(model, random_coder(model.cfg.d_model, N_LATENTS, f"blocks.{i}.hook_resid_post", None, 80 + i))
     return family, Debugger(model, tokenizer_of(model), family, "ae-mlp", "ae-attn"), hf
 
 
@@ -346,7 +353,7 @@ def test_latent_writes_and_offline_latents(setup: tuple[str, Debugger, Any]) -> 
     for layer in range(m.cfg.n_layers):
         for kind in sc.LATENT_KINDS:
             ae, reads = d.weights.autoencoder(kind.hook, layer)
-            decoder = ae.decoder.weight.float()  # (n_inputs, n_latents)
+            decoder = ae.write_directions().T.float()  # (n_inputs, n_latents)
             w = ref.mlp_write_matrix(family, hf, layer) @ decoder if reads == "mlp.post_act" else decoder
             scale = x.act("mlp_post_ln.scale", layer) if reads == "mlp.post_act" and m.cfg.sandwich_norms else torch.ones(len(x.rec.tokens), 1)
             lat = _get(x, f"{kind.prefix}_latent", layer)
@@ -361,7 +368,7 @@ def test_latent_writes_and_offline_latents(setup: tuple[str, Debugger, Any]) -> 
                 torch.testing.assert_close(
                     _get(rec, f"{kind.offline_prefix}_write_norm", layer), offline * w.norm(dim=0) / s, rtol=1e-4, atol=1e-6
                 )
-            if layer == 0:
+            if layer == 0 and kind.hook in (sc.MLP_LATENTS, sc.ATTN_LATENTS):  # the two ablated
                 assert float(_get(ablated, f"{kind.prefix}_latent", 0)[3, 1]) == 5.0 != float(_get(ablated, kind.offline, 0)[3, 1])
 
 
@@ -479,10 +486,10 @@ def test_direct_writes_onto_a_nodes_own_gradient(setup: tuple[str, Debugger, Any
         torch.testing.assert_close(_get(x, "unflattened_attn_write_to_final_activation_residual_grad", i), onto * precedes(i, 2), rtol=1e-4, atol=1e-6)
         for kind in sc.LATENT_KINDS:
             ae, reads = d.weights.autoencoder(kind.hook, i)
-            decoder = ae.decoder.weight.float()
+            decoder = ae.write_directions().T.float()
             w_lat = w @ decoder if reads == "mlp.post_act" else decoder
             s = mlp_scale if reads == "mlp.post_act" else torch.ones_like(mlp_scale)
-            location = 2 if kind.hook == sc.ATTN_LATENTS else 4
+            location = {sc.ATTN_LATENTS: 2, sc.RESID_LATENTS: 5}.get(kind.hook, 4)  # resid: after the block
             torch.testing.assert_close(_get(x, f"{kind.prefix}_write_to_final_activation_residual_grad", i),
                                        _get(x, f"{kind.prefix}_latent", i) * (r @ w_lat) / s * precedes(i, location), rtol=1e-4, atol=1e-6)
     # without a node, a 400 names what is missing

@@ -924,8 +924,11 @@ NOT_REQUESTABLE = {
 def test_enum_values_match_seed() -> None:
     from neuron_explainer.debugger import scalars as sc
 
-    # the seed's 106 values, less what cannot be requested; each one is computed
-    assert len(s.DerivedScalarType) + len(NOT_REQUESTABLE) == 106
+    # the seed's 106 values, less what cannot be requested, plus our residual-stream SAEs' and
+    # transcoders' (8 each); each one is computed
+    ours = {d.value for d in s.DerivedScalarType if d.value.startswith(("online_residual_autoencoder_", "residual_autoencoder_", "online_transcoder_", "transcoder_"))}
+    assert len(ours) == 16
+    assert len(s.DerivedScalarType) - len(ours) + len(NOT_REQUESTABLE) == 106
     assert {d.value for d in s.DerivedScalarType} == set(sc.SCALARS)
     assert not NOT_REQUESTABLE & set(sc.SCALARS)
     # every value the original client sends
@@ -942,7 +945,7 @@ def test_enum_values_match_seed() -> None:
     assert s.ActivationLocationType.RESID_FINAL_LAYER_NORM_SCALE.value == "resid.ln_f.scale"
     assert [t.value for t in s.AttentionTraceType] == ["Q", "K", "QK", "V"]
     assert [p.value for p in s.PassType] == ["forward", "backward"]
-    assert len(s.NodeType) == 11 and len(s.ActivationLocationType) == 26
+    assert len(s.NodeType) == 11 + 2 and len(s.ActivationLocationType) == 26 + 2  # + ours
     assert len(s.GroupId) == 11 and len(s.SpecType) == 7
     for enum_cls in (s.DerivedScalarType, s.NodeType, s.GroupId, s.SpecType, s.TensorType):
         assert issubclass(enum_cls, str) and issubclass(enum_cls, Enum)

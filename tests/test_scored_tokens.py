@@ -63,7 +63,7 @@ def _node(kind: str, indices: tuple[int, ...], layer: int) -> S.MirroredNodeInde
 def _recorded(d: Debugger, scoring: S.TokenScoringType) -> sc.Inputs:
     tokens = d.encode_prompt(PROMPT, "p")
     sites = d._extra_sites(S.ScoredTokensRequestSpec(token_scoring_type=scoring, num_tokens=5, depends_on_spec_name="x"))
-    sites |= {Site(k.hook, layer) for k in sc.LATENT_KINDS for layer in range(d.n_layers)}
+    sites |= {Site(k.hook, layer) for k in d.weights.loaded_kinds() for layer in d.weights.latent_layers(k.hook)}
     (rec,) = run(d.model, [PromptRequest(tokens)], sorted(sites, key=repr))
     rec.context = sc.default_context(d.weights)
     return sc.Inputs(rec, d.weights, rec.context)

@@ -288,6 +288,10 @@ def test_model_info(client: TestClient, ae_client: TestClient) -> None:
         "ctxWindow": 64,
         "nMlpAutoencoderLatents": None,
         "nAttentionAutoencoderLatents": None,
+        "nResidualAutoencoderLatents": None,
+        "nTranscoderLatents": None,
+        "residualAutoencoderLayers": None,
+        "transcoderLayers": None,
     }
     info = post_ok(ae_client, "/model_info", None, S.ModelInfoResponse)
     assert info["hasMlpAutoencoder"] and info["hasAttentionAutoencoder"]

@@ -283,22 +283,10 @@ def build_debugger(args: argparse.Namespace) -> Debugger:
                 for p in ae.parameters():
                     p.requires_grad_(False)
             names[kind] = name
-    attach_community_coders(model, args.sae, args.transcoders, device)
+    from neuron_explainer.models.saes.attach import attach_coders
+
+    attach_coders(model, args.sae, args.transcoders, device)
     return Debugger(model, tokenizer_of(model), args.model_name or args.model, names.get("mlp"), names.get("attention"))
-
-
-def attach_community_coders(model: Any, saes: list[str], transcoders: str | None, device: str) -> None:
-    """--sae (each a release:sae_id, hf://repo/path or folder) and --transcoders (a transcoder
-    set): loaded, placed on the model's family and attached as debugger nodes."""
-    from neuron_explainer.models.saes import load_sae, load_transcoder_set
-    from neuron_explainer.models.saes.attach import attach_as_node
-
-    coders = [load_sae(spec, device=device) for spec in saes]
-    if transcoders:
-        coders += list(load_transcoder_set(transcoders, device=device))
-    for coder in coders:
-        coder.requires_grad_(False)
-        attach_as_node(model, coder)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

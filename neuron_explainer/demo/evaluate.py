@@ -255,8 +255,7 @@ def model_card(
             f"vocabulary {cfg['n_vocab']} (a byte-level BPE trained on the training text plus "
             "generated IOI sentences; in `tokenizer/`), "
             + (
-                "input and output embeddings tied during training (stored untied, as in GPT-2's "
-                "layout)"
+                "input and output embeddings tied (one matrix, stored once)"
                 if a.get("tie_embeddings")
                 else "untied embeddings"
             )

@@ -82,8 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tie-embeddings",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="share the token embedding and the unembedding while training (exported untied, as GPT-2's layout "
-        "stores both); the shipped model was trained tied",
+        help="share the token embedding and the unembedding while training (and in the exported model: "
+        "one matrix, stored once); the shipped model was trained tied",
     )
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--export-only", action="store_true", help="export ckpt.pt and stop")
@@ -121,6 +121,7 @@ def build_stream(args: argparse.Namespace, enc: Any) -> data.MixedStream:
 def model_config(args: argparse.Namespace, enc: Any) -> TransformerConfig:
     return TransformerConfig(
         tokenizer=TOKENIZER_DIR,
+        tie_embeddings=args.tie_embeddings,
         ctx_window=args.ctx,
         d_model=args.d_model,
         n_layers=args.layers,

@@ -376,6 +376,8 @@ def _sources(cfg: TransformerConfig, checkpoint: Tensors, family: ModuleType | N
         expected = Transformer(cfg).state_dict()
     if family is None:  # our own layout: the checkpoint uses our names
         sources = {k: same(k) for k in expected}
+        if cfg.tie_embeddings and "unembed.weight" not in names:  # saved once, used twice
+            sources["unembed.weight"] = same("tok_embed.weight")
         ignored: tuple[str, ...] = ()
     else:
         try:
@@ -487,6 +489,8 @@ def save_model(
     state: dict[str, Tensor] = {}
     seen: set[int] = set()
     for k, v in model.state_dict().items():
+        if k == "unembed.weight" and model.cfg.tie_embeddings and torch.equal(v, model.tok_embed.weight):
+            continue  # a tied unembedding is the embedding: stored once
         v = v.detach().to("cpu")
         # safetensors refuses tensors sharing memory (a tied unembedding): give each its own
         state[k] = v.clone() if v.untyped_storage().data_ptr() in seen else v.contiguous()

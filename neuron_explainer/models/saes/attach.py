@@ -19,12 +19,16 @@ their latents write nothing into the residual stream, so they are not debugger n
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
+
 from neuron_explainer.models.config import TransformerConfig
 from neuron_explainer.models.saes.hook_names import HookConventions
 from neuron_explainer.models.saes.sparse_coder import SparseCoder
 from neuron_explainer.models.transformer import Attachment, Transformer
 
-__all__ = ["LATENT_POINTS", "attach_as_node", "conventions_for", "latent_kind"]
+__all__ = ["LATENT_POINTS", "attach_as_node", "attach_coders", "conventions_for", "latent_kind"]
 
 # kind -> the hook location (inside block L) of its latents
 LATENT_POINTS = {
@@ -98,6 +102,22 @@ def attach_as_node(model: Transformer, coder: SparseCoder) -> Attachment:
     if any(a.latents == latents for a in model.attachments()):
         raise ValueError(f"{coder.info.source}: layer {layer} already has {kind} latents; attach one {kind} coder per layer")
     return model.attach(coder.to(model.device), coder.reads, latents, writes=coder.writes)
+
+
+def attach_coders(model: Transformer, saes: Sequence[str], transcoders: str | None, device: str | torch.device | None = None) -> list[Attachment]:
+    """The command lines' --sae (each a SAELens release:sae_id, hf://repo/path or folder) and
+    --transcoders (a transcoder set): loaded, frozen, placed on the model's family and attached
+    as debugger nodes."""
+    from neuron_explainer.models.saes.loading import load_sae, load_transcoder_set
+
+    coders = [load_sae(spec, device=device) for spec in saes]
+    if transcoders:
+        coders += list(load_transcoder_set(transcoders, device=device))
+    attached = []
+    for coder in coders:
+        coder.requires_grad_(False)
+        attached.append(attach_as_node(model, coder))
+    return attached
 
 
 def _width(model: Transformer, name: str) -> int | None:
