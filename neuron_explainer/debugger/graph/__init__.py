@@ -1,0 +1,60 @@
+"""Attribution graphs (Anthropic's "Circuit Tracing", 2025; circuit-tracer): for one prompt and
+one output, every active transcoder latent, error term, token embedding and logit as a node,
+and the direct effect of each on every other through frozen attention patterns and norms.
+
+- replacement.py: the local replacement model, from the model's public hooks;
+- targets.py: the logit nodes (top logits, chosen logits, or the debugger's logit difference);
+- attribution.py: `attribute(model, transcoders, tokens, target)` -> `AttributionGraph`;
+- pruning.py: influence and `prune` (circuit-tracer's definitions and defaults);
+- graph_file.py / export.py: Neuronpedia's graph JSON (what its viewer and circuit-tracer read).
+"""
+
+from neuron_explainer.debugger.graph.attribution import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_FEATURE_NODES,
+    AttributionGraph,
+    GraphSettings,
+    GraphTooLarge,
+    attribute,
+)
+from neuron_explainer.debugger.graph.pruning import (
+    DEFAULT_EDGE_THRESHOLD,
+    DEFAULT_NODE_THRESHOLD,
+    Pruned,
+    influence,
+    prune,
+)
+from neuron_explainer.debugger.graph.replacement import (
+    ReplacementForward,
+    check_transcoders,
+    conventions_for,
+)
+from neuron_explainer.debugger.graph.targets import (
+    LogitDifference,
+    LogitNode,
+    Logits,
+    Target,
+    TopLogits,
+)
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_EDGE_THRESHOLD",
+    "DEFAULT_MAX_FEATURE_NODES",
+    "DEFAULT_NODE_THRESHOLD",
+    "AttributionGraph",
+    "GraphSettings",
+    "GraphTooLarge",
+    "LogitDifference",
+    "LogitNode",
+    "Logits",
+    "Pruned",
+    "ReplacementForward",
+    "Target",
+    "TopLogits",
+    "attribute",
+    "check_transcoders",
+    "conventions_for",
+    "influence",
+    "prune",
+]
