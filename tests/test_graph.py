@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -31,7 +32,12 @@ from neuron_explainer.debugger.graph import (
     TopLogits,
     attribute,
     conventions_for,
+    graph_schema,
+    node_ids,
     prune,
+    read_graph_file,
+    to_graph_file,
+    write_graph_file,
 )
 from neuron_explainer.debugger.graph.pruning import edge_scores, threshold_for
 from neuron_explainer.models.saes import SparseCoder
@@ -278,3 +284,60 @@ def test_refusals() -> None:
 
     with pytest.raises(GraphTooLarge, match="MiB"):
         attribute(model, transcoders, TOKENS, max_adjacency_bytes=1000)
+
+
+def test_export_validates_and_round_trips(tmp_path: Path) -> None:
+    import jsonschema
+
+    model = random_model("gemma2")
+    transcoders = random_transcoders(model, seed=6)
+    graph = attribute(model, transcoders, TOKENS, LogitDifference((5,), (9,)), token_string=lambda t: f"<{t}>")
+    pruned = graph.prune()
+    strings = [f"<{t}>" for t in TOKENS]
+    first_feature = f"{int(graph.features[0, 0])}_{int(graph.features[0, 2])}_{int(graph.features[0, 1])}"
+    doc = to_graph_file(graph, pruned, strings, prompt="".join(strings), slug="g", scan="random-gemma2",
+                        labels={first_feature: "a label"}, info={"model": "random"})
+    data = doc.to_json()
+    jsonschema.validate(data, graph_schema())
+    assert data["metadata"]["pruning_settings"] == {"node_threshold": 0.8, "edge_threshold": 0.98}
+    assert data["metadata"]["info"]["n_layers"] == model.cfg.n_layers and data["metadata"]["info"]["model"] == "random"
+    kinds = {n["feature_type"] for n in data["nodes"]}
+    assert kinds >= {"cross layer transcoder", "embedding", "logit"}
+    logit = next(n for n in data["nodes"] if n["feature_type"] == "logit")
+    assert logit["feature"] == model.cfg.n_vocab and logit["is_target_logit"] and logit["clerp"] == "Output '<5>' − '<9>'"
+    assert logit["node_id"] == f"{model.cfg.n_layers + 1}_{model.cfg.n_vocab}_{len(TOKENS) - 1}"
+    features = [n for n in data["nodes"] if n["feature_type"] == "cross layer transcoder"]
+    assert all(n["node_id"] == f"{n['layer']}_{n['latent_index']}_{n['ctx_idx']}" for n in features)
+    assert all(0 < n["influence"] <= 1 and n["activation"] > 0 for n in features)
+    if any(n["node_id"] == first_feature for n in features):
+        assert next(n for n in features if n["node_id"] == first_feature)["clerp"] == "a label"
+    tokens = [n for n in data["nodes"] if n["feature_type"] == "embedding"]
+    assert [n["ctx_idx"] for n in tokens] == list(range(len(TOKENS))) and tokens[3]["token"] == strings[3]
+    # each link's weight is the adjacency's entry
+    index = {nid: i for i, nid in enumerate(node_ids(graph, strings))}
+    for link in data["links"][:50]:
+        assert link["weight"] == pytest.approx(float(graph.adjacency[index[link["target"]], index[link["source"]]]))
+    assert len(data["links"]) == int(pruned.edge_mask.sum())
+    write_graph_file(doc, tmp_path / "g.json")
+    assert read_graph_file(tmp_path / "g.json").to_json() == data
+    assert [p.name for p in tmp_path.iterdir()] == ["g.json"]  # no temporary file left
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("{", "not an attribution graph file"),
+        ('{"metadata": {}, "qParams": {}, "nodes": [], "links": []}', "metadata.slug"),
+        (
+            '{"metadata": {"slug": "s", "scan": "x", "prompt_tokens": [], "prompt": ""}, "qParams": {}, "nodes": [], '
+            '"links": [{"source": "a", "target": "b", "weight": 1}]}',
+            "links\\[0\\] joins a node",
+        ),
+    ],
+)
+def test_bad_graph_files(tmp_path: Path, body: str, message: str) -> None:
+    (tmp_path / "bad.json").write_text(body)
+    with pytest.raises(ValueError, match=message):
+        read_graph_file(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="cannot read"):
+        read_graph_file(tmp_path / "missing.json")

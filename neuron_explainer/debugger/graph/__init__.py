@@ -17,6 +17,17 @@ from neuron_explainer.debugger.graph.attribution import (
     GraphTooLarge,
     attribute,
 )
+from neuron_explainer.debugger.graph.export import cantor_pair, node_ids, to_graph_file
+from neuron_explainer.debugger.graph.graph_file import (
+    AttributionGraphFile,
+    GraphLink,
+    GraphMetadata,
+    GraphNode,
+    GraphQParams,
+    graph_schema,
+    read_graph_file,
+    write_graph_file,
+)
 from neuron_explainer.debugger.graph.pruning import (
     DEFAULT_EDGE_THRESHOLD,
     DEFAULT_NODE_THRESHOLD,
@@ -43,6 +54,11 @@ __all__ = [
     "DEFAULT_MAX_FEATURE_NODES",
     "DEFAULT_NODE_THRESHOLD",
     "AttributionGraph",
+    "AttributionGraphFile",
+    "GraphLink",
+    "GraphMetadata",
+    "GraphNode",
+    "GraphQParams",
     "GraphSettings",
     "GraphTooLarge",
     "LogitDifference",
@@ -53,8 +69,14 @@ __all__ = [
     "Target",
     "TopLogits",
     "attribute",
+    "cantor_pair",
     "check_transcoders",
     "conventions_for",
+    "graph_schema",
     "influence",
+    "node_ids",
     "prune",
+    "read_graph_file",
+    "to_graph_file",
+    "write_graph_file",
 ]

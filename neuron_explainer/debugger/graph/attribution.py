@@ -34,7 +34,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from neuron_explainer.debugger.graph.pruning import partial_influence
+from neuron_explainer.debugger.graph.pruning import (
+    DEFAULT_EDGE_THRESHOLD,
+    DEFAULT_NODE_THRESHOLD,
+    Pruned,
+    partial_influence,
+    prune,
+)
 from neuron_explainer.debugger.graph.replacement import ReplacementForward
 from neuron_explainer.debugger.graph.targets import (
     LogitNode,
@@ -133,6 +139,10 @@ class AttributionGraph:
     def feature_index(self, layer: int, position: int, latent: int) -> int | None:
         hit = ((self.features == torch.tensor([layer, position, latent])).all(1)).nonzero()
         return int(hit[0, 0]) if len(hit) else None
+
+    def prune(self, node_threshold: float = DEFAULT_NODE_THRESHOLD, edge_threshold: float = DEFAULT_EDGE_THRESHOLD) -> Pruned:
+        """circuit-tracer's pruning (pruning.py); tokens and logits are always kept."""
+        return prune(self.adjacency, self.logit_weights, self.n_features, self.n_pos + self.n_logits, node_threshold, edge_threshold)
 
     @property
     def logit_weights(self) -> Tensor:
