@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 
 import torch
+import yaml
+from safetensors.torch import save_file
 
 from neuron_explainer.models.loading import from_transformers
 from neuron_explainer.models.random_models import hf_model
@@ -58,3 +61,19 @@ def random_transcoders(
         tc.center_input = center_input
         out.append(tc.requires_grad_(False))
     return out
+
+
+def save_circuit_tracer_set(transcoders: list[SparseCoder], folder: Path, hook_in: str = "mlp.hook_in", hook_out: str = "mlp.hook_out") -> Path:
+    """Write `transcoders` in circuit-tracer's transcoder-set layout (config.yaml and one
+    layer_{i}.safetensors each: W_enc as (n_latents, d_in))."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for layer, tc in enumerate(transcoders):
+        tensors = {"W_enc": tc.W_enc.T, "W_dec": tc.W_dec, "b_enc": tc.b_enc, "b_dec": tc.b_dec}
+        if tc.has_skip:
+            tensors["W_skip"] = tc.W_skip
+        if tc.activation == "jumprelu":
+            tensors["activation_function.threshold"] = tc.threshold
+        save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(folder / f"layer_{layer}.safetensors"))
+    config = {"model_kind": "transcoder_set", "feature_input_hook": hook_in, "feature_output_hook": hook_out, "scan": "random-set"}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    return folder
