@@ -29,10 +29,10 @@ from neuron_explainer.debugger.graph.graph_file import (
     FEATURE,
     LOGIT,
     AttributionGraphFile,
-    GraphLink,
-    GraphMetadata,
-    GraphNode,
-    GraphQParams,
+    AttributionGraphLink,
+    AttributionGraphMetadata,
+    AttributionGraphNode,
+    AttributionGraphQParams,
 )
 from neuron_explainer.debugger.graph.pruning import Pruned
 
@@ -53,25 +53,25 @@ def _version() -> str:
         return "unknown"
 
 
-def _node(graph: AttributionGraph, i: int, prompt_tokens: Sequence[str], cumulative: float) -> GraphNode:
+def _node(graph: AttributionGraph, i: int, prompt_tokens: Sequence[str], cumulative: float) -> AttributionGraphNode:
     F, T, n = graph.n_features, graph.n_pos, graph.n_layers
     if i < F:
         layer, pos, latent = (int(v) for v in graph.features[i])
-        return GraphNode(
+        return AttributionGraphNode(
             node_id=f"{layer}_{latent}_{pos}", feature=cantor_pair(layer, latent), layer=str(layer), ctx_idx=pos,
             feature_type=FEATURE, jsNodeId=f"{layer}_{latent}-0", influence=cumulative,
             activation=float(graph.activations[i]), latent_index=latent,
         )
     if i < F + n * T:
         layer, pos = divmod(i - F, T)
-        return GraphNode(
+        return AttributionGraphNode(
             node_id=f"{layer}_-1_{pos}", feature=-1, layer=str(layer), ctx_idx=pos, feature_type=ERROR,
             jsNodeId=f"{layer}_-1-{pos}", influence=cumulative,
         )
     if i < F + (n + 1) * T:
         pos = i - F - n * T
         token = graph.tokens[pos]
-        return GraphNode(
+        return AttributionGraphNode(
             node_id=f"E_{token}_{pos}", feature=pos, layer="E", ctx_idx=pos, feature_type=EMBEDDING,
             jsNodeId=f"E_{token}-{pos}", influence=cumulative, token_id=token, token=prompt_tokens[pos],
         )
@@ -79,7 +79,7 @@ def _node(graph: AttributionGraph, i: int, prompt_tokens: Sequence[str], cumulat
     logit = graph.logit_nodes[j]
     p = logit.probability
     single = p is not None
-    return GraphNode(
+    return AttributionGraphNode(
         node_id=f"{n + 1}_{logit.vocab_index}_{T - 1}", feature=logit.vocab_index, layer=str(n + 1), ctx_idx=T - 1,
         feature_type=LOGIT, jsNodeId=f"L_{logit.vocab_index}-{T - 1}",
         clerp=f'Output "{logit.label}" (p={p:.3f})' if single else f"Output {logit.label}",
@@ -111,7 +111,7 @@ def to_graph_file(
         raise ValueError(f"{len(prompt_tokens)} token strings for a graph of {graph.n_pos} tokens")
     kept = pruned.node_mask.nonzero()[:, 0].tolist()
     cumulative = pruned.cumulative.tolist()
-    nodes: dict[int, GraphNode] = {}
+    nodes: dict[int, AttributionGraphNode] = {}
     for i in kept:
         node = _node(graph, i, prompt_tokens, cumulative[i])
         if labels and node.node_id in labels:
@@ -120,7 +120,7 @@ def to_graph_file(
     targets, sources = pruned.edge_mask.nonzero(as_tuple=True)
     weights = graph.adjacency[targets, sources].tolist()
     links = [
-        GraphLink(source=nodes[s].node_id, target=nodes[t].node_id, weight=w)
+        AttributionGraphLink(source=nodes[s].node_id, target=nodes[t].node_id, weight=w)
         for t, s, w in zip(targets.tolist(), sources.tolist(), weights, strict=True)
         if s in nodes and t in nodes
     ]
@@ -129,7 +129,7 @@ def to_graph_file(
     settings = {k: v for k, v in graph.settings.to_dict().items() if v is not None}
     settings.update(n_active_features=graph.n_active, n_feature_nodes=graph.n_features,
                     n_backward_passes=graph.n_backward_passes)
-    metadata = GraphMetadata(
+    metadata = AttributionGraphMetadata(
         slug=slug,
         scan=scan,
         prompt_tokens=list(prompt_tokens),
@@ -146,4 +146,4 @@ def to_graph_file(
         generation_settings=settings,
         pruning_settings={"node_threshold": pruned.node_threshold, "edge_threshold": pruned.edge_threshold},
     )
-    return AttributionGraphFile(metadata=metadata, qParams=GraphQParams(), nodes=used, links=links)
+    return AttributionGraphFile(metadata=metadata, qParams=AttributionGraphQParams(), nodes=used, links=links)

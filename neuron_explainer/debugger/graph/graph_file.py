@@ -29,10 +29,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 __all__ = [
     "SCHEMA_FILE",
     "AttributionGraphFile",
-    "GraphLink",
-    "GraphMetadata",
-    "GraphNode",
-    "GraphQParams",
+    "AttributionGraphLink",
+    "AttributionGraphMetadata",
+    "AttributionGraphNode",
+    "AttributionGraphQParams",
     "graph_schema",
     "read_graph_file",
     "write_graph_file",
@@ -54,7 +54,7 @@ class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-class GraphMetadata(_Open):
+class AttributionGraphMetadata(_Open):
     slug: str
     scan: str
     prompt_tokens: list[str]
@@ -68,7 +68,7 @@ class GraphMetadata(_Open):
     pruning_settings: dict[str, Any] | None = None
 
 
-class GraphQParams(_Open):
+class AttributionGraphQParams(_Open):
     pinnedIds: list[str] = Field(default_factory=list)
     supernodes: list[list[str]] = Field(default_factory=list)
     linkType: str = "both"
@@ -76,7 +76,7 @@ class GraphQParams(_Open):
     sg_pos: str = ""
 
 
-class GraphNode(_Open):
+class AttributionGraphNode(_Open):
     node_id: str
     feature: int | None
     layer: str | int
@@ -95,17 +95,17 @@ class GraphNode(_Open):
     token: str | None = None
 
 
-class GraphLink(_Open):
+class AttributionGraphLink(_Open):
     source: str
     target: str
     weight: float
 
 
 class AttributionGraphFile(_Open):
-    metadata: GraphMetadata
-    qParams: GraphQParams
-    nodes: list[GraphNode]
-    links: list[GraphLink]
+    metadata: AttributionGraphMetadata
+    qParams: AttributionGraphQParams
+    nodes: list[AttributionGraphNode]
+    links: list[AttributionGraphLink]
 
     def to_json(self) -> dict[str, Any]:
         """The file's JSON object: metadata without its unset (null) optional fields, which the
