@@ -5,8 +5,8 @@
         [--max-feature-nodes 7500] [--batch-size 256] [--node-threshold 0.8] [--edge-threshold 0.98]
 
 MODEL is what the server's --model takes (a registered name such as `demo`, a Hugging Face repo
-id, a folder); SET a transcoder set (circuit-tracer's config.yaml layout): a folder or
-hf://owner/repo. The file opens in Neuronpedia's graph viewer, circuit-tracer's, and ours.
+id, a folder); SET a transcoder set or a cross-layer transcoder (circuit-tracer's layouts, with
+their config.yaml): a folder or hf://owner/repo. The file opens in Neuronpedia's graph viewer, circuit-tracer's, and ours.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from neuron_explainer.debugger.graph import (
     Target,
     TopLogits,
     attribute,
-    conventions_for,
+    load_transcoders,
     to_graph_file,
     write_graph_file,
 )
@@ -79,14 +79,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from neuron_explainer.file_utils import FetchError
     from neuron_explainer.models.loading import ModelLoadError, load_model, tokenizer_of
-    from neuron_explainer.models.saes import load_transcoder_set
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
     device = args.device or ("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu")
     try:
         model = load_model(args.model, device=device, dtype=dtype).requires_grad_(False)
         tokenizer = tokenizer_of(model)
-        transcoders = list(load_transcoder_set(args.transcoders, device=device, dtype=dtype, conventions=conventions_for(model)))
+        transcoders = load_transcoders(args.transcoders, model)
         tokens, starts_with_bos = graph_prompt(tokenizer, args.prompt, not args.no_bos)
         target = _target(args, tokenizer)
         bar = tqdm(desc="attribution (nodes)", unit="node", disable=args.quiet, file=sys.stderr)

@@ -9,6 +9,7 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
+from neuron_explainer.debugger.graph import CrossLayerTranscoder
 from neuron_explainer.models.loading import from_transformers
 from neuron_explainer.models.random_models import hf_model
 from neuron_explainer.models.saes import SparseCoder, SparseCoderInfo
@@ -77,3 +78,32 @@ def save_circuit_tracer_set(transcoders: list[SparseCoder], folder: Path, hook_i
     config = {"model_kind": "transcoder_set", "feature_input_hook": hook_in, "feature_output_hook": hook_out, "scan": "random-set"}
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     return folder
+
+
+def random_cross_layer_transcoder(
+    model: Transformer, n_latents: int = 24, *, jumprelu: bool = False, skip: bool = False, seed: int = 0
+) -> CrossLayerTranscoder:
+    """A random cross-layer transcoder reading each MLP's input and writing to its own and every
+    later MLP output."""
+    from neuron_explainer.debugger.graph import conventions_for
+    from neuron_explainer.models.saes.hook_names import hook_point_for
+
+    n, d = model.cfg.n_layers, model.cfg.d_model
+    hook_in = "ln2.hook_normalized" if model.cfg.sandwich_norms else "mlp.hook_in"
+    conv = conventions_for(model)
+    clt = CrossLayerTranscoder(
+        n, n_latents, d, reads=[hook_point_for(f"blocks.{i}.{hook_in}", conv) for i in range(n)],
+        writes=[f"blocks.{i}.resid.delta_mlp" for i in range(n)], jumprelu=jumprelu, skip=skip,
+    )
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        clt.W_enc.copy_(torch.randn(clt.W_enc.shape, generator=gen) / d**0.5)
+        clt.b_enc.copy_(torch.randn(clt.b_enc.shape, generator=gen) * 0.3 - 0.4)
+        for w in clt.W_dec:
+            w.copy_(torch.randn(w.shape, generator=gen) / n_latents**0.5)
+        clt.b_dec.copy_(torch.randn(clt.b_dec.shape, generator=gen) * 0.1)
+        if clt.threshold is not None:
+            clt.threshold.copy_(torch.rand(clt.threshold.shape, generator=gen) * 0.4 - 0.1)
+        if clt.W_skip is not None:
+            clt.W_skip.copy_(torch.randn(clt.W_skip.shape, generator=gen) * 0.3 / d**0.5)
+    return clt.requires_grad_(False)

@@ -22,14 +22,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from graph_helpers import random_model, random_transcoders
+from graph_helpers import random_cross_layer_transcoder, random_model, random_transcoders
 from torch import Tensor
 
 from neuron_explainer.debugger.graph import (
     AttributionGraph,
+    CrossLayerTranscoder,
     LogitDifference,
     Logits,
     TopLogits,
+    Transcoders,
     attribute,
     conventions_for,
     graph_schema,
@@ -40,7 +42,6 @@ from neuron_explainer.debugger.graph import (
     write_graph_file,
 )
 from neuron_explainer.debugger.graph.pruning import edge_scores, threshold_for
-from neuron_explainer.models.saes import SparseCoder
 from neuron_explainer.models.transformer import Transformer, hook_name
 
 FAMILIES = ["gpt2", "gpt_neox", "gpt_neox_sequential", "llama", "llama_tied", "qwen2", "qwen3", "mistral", "gemma2"]
@@ -57,19 +58,67 @@ class Reference:
     n_pos: int
 
 
-def reference(model: Transformer, transcoders: list[SparseCoder], graph: AttributionGraph) -> Reference:
+class _Decoders:
+    """The decoder rows, biases and skip terms of either kind of transcoders, read directly."""
+
+    def __init__(self, transcoders: Transcoders):
+        self.t = transcoders
+
+    def row(self, source: int, layer: int) -> Tensor | None:  # (n_latents, d) written to `layer`
+        if isinstance(self.t, CrossLayerTranscoder):
+            return self.t.W_dec[source][:, layer - source] if source <= layer else None
+        return self.t[layer].W_dec if source == layer else None
+
+    def bias(self, layer: int) -> Tensor:
+        return self.t.b_dec[layer] if isinstance(self.t, CrossLayerTranscoder) else self.t[layer].b_dec
+
+    def skip(self, layer: int, x: Tensor) -> Tensor | None:
+        if isinstance(self.t, CrossLayerTranscoder):
+            return x @ self.t.W_skip[layer] if self.t.W_skip is not None else None
+        tc = self.t[layer]
+        return x @ tc.W_skip.T if tc.has_skip else None
+
+    def reads(self, layer: int) -> str:
+        r = self.t.reads[layer] if isinstance(self.t, CrossLayerTranscoder) else self.t[layer].reads
+        assert r is not None
+        return r
+
+    def writes(self, layer: int) -> str:
+        w = self.t.writes[layer] if isinstance(self.t, CrossLayerTranscoder) else self.t[layer].writes
+        assert w is not None
+        return w
+
+    def latents(self, layer: int, x: Tensor) -> Tensor:
+        return self.t.encode(layer, x) if isinstance(self.t, CrossLayerTranscoder) else self.t[layer].encode(x)
+
+    def pre(self, layer: int, x: Tensor) -> Tensor:
+        if isinstance(self.t, CrossLayerTranscoder):
+            return self.t.pre_activations(layer, x)
+        return self.t[layer].encode_pre_act(x)
+
+
+def reference(model: Transformer, transcoders: Transcoders, graph: AttributionGraph) -> Reference:
     tokens = torch.tensor([graph.tokens])
     n, T = model.cfg.n_layers, len(graph.tokens)
+    dec = _Decoders(transcoders)
     frozen_names = [hook_name("attn.qk_probs", layer) for layer in range(n)] + ["resid.ln_f.scale"]
     frozen_names += [hook_name(loc, layer) for layer in range(n) for loc in model.block_locations() if loc.endswith(".scale")]
-    reads = [tc.reads for tc in transcoders]
-    assert all(r is not None for r in reads)
-    _, clean = model.run_with_cache(tokens, [*frozen_names, *(r for r in reads if r is not None)])
+    reads, writes = [dec.reads(i) for i in range(n)], [dec.writes(i) for i in range(n)]
+    _, clean = model.run_with_cache(tokens, [*frozen_names, *reads, *writes])
     # everything about the transcoders at this prompt, from the clean run
-    latents = [tc.encode(clean[tc.reads][0]) for tc in transcoders]  # type: ignore[index]
-    # the MLP outputs of the clean run (what the graph's errors complete)
-    _, outs = model.run_with_cache(tokens, [tc.writes for tc in transcoders])  # type: ignore[misc]
-    errors = [outs[tc.writes][0] - tc.decode(latents[i], clean[tc.reads][0]) for i, tc in enumerate(transcoders)]  # type: ignore[index]
+    latents = [dec.latents(i, clean[reads[i]][0]) for i in range(n)]
+
+    def reconstruction(layer: int, coefficients: list[Tensor], x: Tensor) -> Tensor:
+        out = dec.bias(layer).expand(T, -1)
+        for source in range(n):
+            rows = dec.row(source, layer)
+            if rows is not None:
+                out = out + (latents[source] * coefficients[source]) @ rows
+        skip = dec.skip(layer, x)
+        return out if skip is None else out + skip
+
+    ones = [torch.ones_like(a) for a in latents]
+    errors = [clean[writes[i]][0] - reconstruction(i, ones, clean[reads[i]][0]) for i in range(n)]
     token_vectors = model.token_embeddings()[tokens[0]]
     features = graph.features.tolist()
     assert len(features) == graph.n_active, "the reference covers uncapped graphs"
@@ -78,6 +127,16 @@ def reference(model: Transformer, transcoders: list[SparseCoder], graph: Attribu
     def fn(alpha: Tensor, beta: Tensor, gamma: Tensor) -> Tensor:
         x_in: dict[int, Tensor] = {}
         finals: dict[str, Tensor] = {}
+        # every latent of the clean run: a node's scaled by its coefficient, the rest (position
+        # 0's, when excluded) constants
+        coefficients = []
+        for layer in range(n):
+            coeff = torch.ones_like(latents[layer])
+            for (pos, idx) in latents[layer].nonzero().tolist():
+                j = node_of.get((layer, pos, idx))
+                if j is not None:
+                    coeff = coeff.index_put((torch.tensor(pos), torch.tensor(idx)), alpha[j] / latents[layer][pos, idx])
+            coefficients.append(coeff)
 
         def substitute(name: str) -> Callable[[Tensor], Tensor]:
             return lambda x: clean[name].clone()
@@ -92,26 +151,11 @@ def reference(model: Transformer, transcoders: list[SparseCoder], graph: Attribu
             return f
 
         def write(layer: int) -> Callable[[Tensor], Tensor]:
-            tc = transcoders[layer]
-
             def f(x: Tensor) -> Tensor:
-                # every latent of the clean run: a node's scaled by its coefficient, the rest
-                # (position 0's, when excluded) constants
-                acts = latents[layer].clone()
-                coeff = torch.zeros_like(acts)
-                for (pos, idx) in acts.nonzero().tolist():
-                    j = node_of.get((layer, pos, idx))
-                    if j is not None:
-                        coeff[pos, idx] = alpha[j] / acts[pos, idx]
-                    else:
-                        coeff[pos, idx] = 1.0
-                out = (acts * coeff) @ tc.W_dec + tc.b_dec
-                if tc.has_skip:
-                    out = out + x_in[layer] [0] @ tc.W_skip.T
-                err_coeff = beta[layer].clone()
+                err_coeff = beta[layer]
                 if graph.settings.exclude_first_position:
                     err_coeff = torch.cat([torch.ones(1), err_coeff[1:]])
-                return (out + err_coeff[:, None] * errors[layer])[None]
+                return (reconstruction(layer, coefficients, x_in[layer][0]) + err_coeff[:, None] * errors[layer])[None]
 
             return f
 
@@ -121,13 +165,13 @@ def reference(model: Transformer, transcoders: list[SparseCoder], graph: Attribu
         fwd: dict[str, list[Callable[[Tensor], Tensor | None]]] = {"resid.post_emb": [embed]}
         for name in frozen_names:
             fwd.setdefault(name, []).append(substitute(name))
-        for layer, tc in enumerate(transcoders):
-            fwd.setdefault(tc.reads, []).append(read(layer))  # type: ignore[arg-type]
-            fwd.setdefault(tc.writes, []).append(write(layer))  # type: ignore[arg-type]
+        for layer in range(n):
+            fwd.setdefault(reads[layer], []).append(read(layer))
+            fwd.setdefault(writes[layer], []).append(write(layer))
         fwd["resid.post_ln_f"] = [final]
         with torch.enable_grad(), model.hooks(fwd=fwd):
             model(tokens)
-        pre = [tc.encode_pre_act(x_in[layer][0]) for layer, tc in enumerate(transcoders)]
+        pre = [dec.pre(layer, x_in[layer][0]) for layer in range(n)]
         feature_inputs = torch.stack([pre[layer][pos, idx] for layer, pos, idx in features]) if features else torch.zeros(0)
         raw_logits = finals["ln_f"][0, -1] @ model.unembed.weight.T  # before any soft-cap
         logit_inputs = torch.stack([node.direction @ raw_logits for node in graph.logit_nodes])
@@ -136,7 +180,7 @@ def reference(model: Transformer, transcoders: list[SparseCoder], graph: Attribu
     return Reference(fn, graph.activations.clone(), n, T)
 
 
-def check_exact(model: Transformer, transcoders: list[SparseCoder], graph: AttributionGraph, max_targets: int = 40) -> None:
+def check_exact(model: Transformer, transcoders: Transcoders, graph: AttributionGraph, max_targets: int = 40) -> None:
     ref = reference(model, transcoders, graph)
     F, T, n = graph.n_features, graph.n_pos, graph.n_layers
     alpha = ref.alpha.clone().requires_grad_(True)
@@ -208,6 +252,17 @@ def test_targets(target: object) -> None:
     if isinstance(target, TopLogits):
         probs = [node.probability for node in graph.logit_nodes]
         assert 1 <= len(probs) <= 3 and probs == sorted(probs, reverse=True)  # type: ignore[type-var]
+
+
+@pytest.mark.parametrize(("family", "jumprelu", "skip"), [("gpt2", False, False), ("llama", True, True), ("gemma2", True, False)])
+def test_cross_layer_transcoders(family: str, jumprelu: bool, skip: bool) -> None:
+    """Latents that write to every later layer: edges to a feature sum over all the layers it
+    writes to."""
+    model = random_model(family)
+    clt = random_cross_layer_transcoder(model, jumprelu=jumprelu, skip=skip, seed=8)
+    graph = attribute(model, clt, TOKENS, max_feature_nodes=None, batch_size=11)
+    assert graph.n_features > 10
+    check_exact(model, clt, graph)
 
 
 def test_capped_graph_is_the_uncapped_one_restricted() -> None:

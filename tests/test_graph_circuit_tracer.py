@@ -27,10 +27,12 @@ from neuron_explainer.debugger.graph import (
     AttributionGraph,
     attribute,
     graph_schema,
+    load_transcoders,
     read_graph_file,
     to_graph_file,
     write_graph_file,
 )
+from neuron_explainer.debugger.graph import CrossLayerTranscoder as OurCrossLayerTranscoder
 from neuron_explainer.models.loading import from_transformers
 from neuron_explainer.models.random_models import hf_model, make_tokenizer
 from neuron_explainer.models.saes import load_transcoder_set
@@ -46,6 +48,7 @@ from circuit_tracer.replacement_model.replacement_model_transformerlens import (
     TransformerLensReplacementModel,
 )
 from circuit_tracer.transcoder.activation_functions import JumpReLU
+from circuit_tracer.transcoder.cross_layer_transcoder import CrossLayerTranscoder
 from circuit_tracer.transcoder.single_layer_transcoder import SingleLayerTranscoder, TranscoderSet
 from circuit_tracer.utils.create_graph_files import create_nodes, create_used_nodes_and_edges
 from transformer_lens import HookedTransformerConfig
@@ -84,6 +87,14 @@ def both(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     our_set = load_transcoder_set(folder)
 
+    tl = replacement_model(hf, ours, tset, folder)
+    yield ours, our_set, tl
+    tl.reset_hooks(including_permanent=True)
+
+
+def replacement_model(hf: Any, ours: Any, transcoders: Any, folder: Path) -> Any:
+    """circuit-tracer's TransformerLens replacement model of the transformers model `hf`."""
+    cfg = ours.cfg
     tl_cfg = HookedTransformerConfig(
         n_layers=cfg.n_layers, d_model=cfg.d_model, n_ctx=cfg.ctx_window, d_head=cfg.d_head, n_heads=cfg.n_heads,
         d_mlp=cfg.d_mlp, d_vocab=VOCAB, act_fn="gelu_new", normalization_type="LN",
@@ -94,15 +105,14 @@ def both(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         convert_gpt2_weights(hf, tl_cfg), fold_ln=False, center_writing_weights=False, center_unembed=False,
         fold_value_biases=False,
     )
-    tl._configure_replacement_model(tset)
+    tl._configure_replacement_model(transcoders)
     tokenizer_file = make_tokenizer(folder / "tokenizer", vocab_size=VOCAB, bos=True)
     tl.tokenizer = transformers.PreTrainedTokenizerFast(
         tokenizer_file=str(tokenizer_file), bos_token="<bos>", eos_token="<eos>", pad_token="<pad>"
     )
     tokens = torch.tensor([TOKENS])
     torch.testing.assert_close(tl(tokens), ours(tokens), atol=1e-4, rtol=1e-4)  # one model to begin with
-    yield ours, our_set, tl
-    tl.reset_hooks(including_permanent=True)
+    return tl
 
 
 def decode(tl: Any) -> Any:
@@ -208,3 +218,42 @@ def test_same_pruning_and_export_as_circuit_tracer(both: Any, node_threshold: fl
     write_graph_file(doc, tmp_path / "ours.json")
     again = read_graph_file(tmp_path / "ours.json")
     assert again.to_json() == doc.to_json()
+
+
+@pytest.mark.parametrize("jumprelu", [True, False])
+def test_same_graph_with_a_cross_layer_transcoder(jumprelu: bool, tmp_path: Path) -> None:
+    """circuit-tracer's own CrossLayerTranscoder, saved by it, loaded by us."""
+    hf = hf_model("gpt2", vocab_size=VOCAB, n_layer=3)
+    ours = from_transformers(hf).requires_grad_(False)
+    n, d, width = ours.cfg.n_layers, ours.cfg.d_model, 40
+    clt = CrossLayerTranscoder(
+        n, width, d, activation_function="jump_relu" if jumprelu else "relu", lazy_decoder=False,
+        feature_input_hook="mlp.hook_in", feature_output_hook="mlp.hook_out", scan="random-clt",
+        device=torch.device("cpu"), dtype=torch.float32,
+    )
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, p in clt.named_parameters():
+            scale = 0.3 if "threshold" in name else 1 / math.sqrt(d)
+            p.copy_((torch.rand if "threshold" in name else torch.randn)(p.shape, generator=gen) * scale)
+        clt.b_enc.sub_(0.3)
+    clt.to_safetensors(str(tmp_path / "clt"))
+    config = {"model_kind": "cross_layer_transcoder", "feature_input_hook": "mlp.hook_in", "feature_output_hook": "mlp.hook_out", "scan": "random-clt"}
+    (tmp_path / "clt" / "config.yaml").write_text(yaml.safe_dump(config))
+    loaded = load_transcoders(tmp_path / "clt", ours)
+    assert isinstance(loaded, OurCrossLayerTranscoder) and loaded.scan == "random-clt"
+    tl = replacement_model(hf, ours, clt, tmp_path)
+    try:
+        ref = ct_attribute(torch.tensor(TOKENS), tl, batch_size=16, max_feature_nodes=None)
+        graph = attribute(ours, loaded, TOKENS, batch_size=16, max_feature_nodes=None)
+        assert graph.n_features > 30
+        assert torch.equal(graph.features, ref.active_features)
+        torch.testing.assert_close(graph.activations, ref.activation_values, atol=1e-5, rtol=1e-5)
+        assert ref.adjacency_matrix.abs().max() > 1
+        torch.testing.assert_close(graph.adjacency, ref.adjacency_matrix, atol=1e-4, rtol=1e-4)
+        capped = ct_attribute(torch.tensor(TOKENS), tl, batch_size=8, max_feature_nodes=25, update_interval=1)
+        ours_capped = attribute(ours, loaded, TOKENS, batch_size=8, max_feature_nodes=25, update_interval=1)
+        assert torch.equal(ours_capped.features, capped.active_features[capped.selected_features])
+        torch.testing.assert_close(ours_capped.adjacency, capped.adjacency_matrix, atol=1e-4, rtol=1e-4)
+    finally:
+        tl.reset_hooks(including_permanent=True)

@@ -9,7 +9,7 @@ graph would need more than `max_graph_bytes` are refused with a 400 before the b
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter
@@ -28,12 +28,12 @@ from neuron_explainer.debugger.graph import (
     Logits,
     Target,
     TopLogits,
+    Transcoders,
     attribute,
-    conventions_for,
+    load_transcoders,
     to_graph_file,
 )
 from neuron_explainer.debugger.graph.prompts import graph_prompt, single_token
-from neuron_explainer.models.saes import SparseCoder, load_transcoder_set
 
 __all__ = ["DEFAULT_MAX_GRAPH_BYTES", "load_server_transcoders", "make_graph_router"]
 
@@ -41,23 +41,16 @@ DEFAULT_MAX_GRAPH_BYTES = 2 << 30  # the dense edge matrices of one graph
 ComputeResponse = Callable[[Callable[[Any], Any]], Awaitable[Response]]
 
 
-def load_server_transcoders(source: str | None, model: Any) -> list[SparseCoder] | None:
-    """The transcoder set of `--transcoders` (a folder or hf://owner/repo, as
-    load_transcoder_set takes), placed on `model`'s family, on its device; ValueError (one
-    line) when it does not fit the model."""
-    if not source:
-        return None
-    from neuron_explainer.debugger.graph import check_transcoders
-
-    tset = load_transcoder_set(source, device=model.device, conventions=conventions_for(model))
-    coders = [tc.requires_grad_(False) for tc in tset]
-    check_transcoders(model, coders)
-    return coders
+def load_server_transcoders(source: str | None, model: Any) -> Transcoders | None:
+    """The transcoders of `--transcoders`: a circuit-tracer transcoder set or cross-layer
+    transcoder (a folder or hf://owner/repo), placed on `model`'s family, device and dtype;
+    ValueError (one line) when they do not fit the model."""
+    return load_transcoders(source, model) if source else None
 
 
 def make_graph_router(
     compute_response: ComputeResponse,
-    transcoders: Sequence[SparseCoder] | None,
+    transcoders: Transcoders | None,
     max_graph_bytes: int = DEFAULT_MAX_GRAPH_BYTES,
 ) -> APIRouter:
     """The router. `compute_response(fn)` runs `fn(debugger)` under the server's model lock in a
@@ -71,7 +64,7 @@ def make_graph_router(
     async def attribution_graph(request: S.AttributionGraphRequest) -> Any:
         """The attribution graph of the prompt's next token (see AttributionGraphRequest for the
         targets), pruned by node and edge influence (circuit-tracer's definitions)."""
-        if not transcoders:
+        if transcoders is None:
             raise ServiceUnavailable(
                 "no transcoders are loaded: restart the server with --transcoders SET (a folder or hf://owner/repo)"
             )
@@ -100,7 +93,7 @@ def _target(d: Any, request: S.AttributionGraphRequest) -> Target:
     return LogitDifference(targets, ids(request.distractor_tokens, "distractorTokens"))
 
 
-def _graph(d: Any, transcoders: Sequence[SparseCoder], request: S.AttributionGraphRequest, max_bytes: int) -> dict[str, Any]:
+def _graph(d: Any, transcoders: Transcoders, request: S.AttributionGraphRequest, max_bytes: int) -> dict[str, Any]:
     tokens, starts_with_bos = graph_prompt(d.tokenizer, request.prompt, request.prepend_bos)
     if not tokens:
         raise RequestError("prompt: the prompt is empty")

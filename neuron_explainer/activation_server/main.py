@@ -16,7 +16,7 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -63,7 +63,7 @@ from neuron_explainer.explanations.llm import LLMClient, LLMConfig
 from neuron_explainer.explanations.simulator import SIMULATOR_CHOICES, SimulatorChoice
 
 if TYPE_CHECKING:
-    from neuron_explainer.models.saes import SparseCoder
+    from neuron_explainer.debugger.graph import Transcoders
 
 log = logging.getLogger("neuron_explainer.activation_server")
 T = TypeVar("T")
@@ -91,12 +91,12 @@ def create_app(
     simulator: SimulatorChoice = "auto",
     explanation_set: str | None = None,
     limits: Limits | None = None,
-    transcoders: Sequence[SparseCoder] | None = None,
+    transcoders: Transcoders | None = None,
 ) -> FastAPI:
     """The app. `debugger` None is the no-model mode (schema, read and explainer routes only);
     `datasets` defaults to the published ones; `llm` None answers explanations from disk only;
-    `limits` bound what one request may ask (see `limits.py`); `transcoders` (one per layer)
-    are what /attribution_graph replaces the MLPs with."""
+    `limits` bound what one request may ask (see `limits.py`); `transcoders` (one per layer, or
+    a cross-layer transcoder) are what /attribution_graph replaces the MLPs with."""
     limits = limits or Limits()
     app = FastAPI(
         title="Transformer Debugger activation server",
@@ -310,8 +310,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "(default for the demo model: demo-ae-resid-delta-attn)")
     p.add_argument("--no-autoencoders", action="store_true", help="do not attach the demo model's autoencoders")
     p.add_argument("--transcoders", metavar="SET",
-                   help="a transcoder set (circuit-tracer's config.yaml layout): a folder or hf://owner/repo; "
-                   "/attribution_graph replaces the MLPs with them")
+                   help="a transcoder set or cross-layer transcoder (circuit-tracer's layouts): a folder or "
+                   "hf://owner/repo; /attribution_graph replaces the MLPs with them")
     p.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--host", default="127.0.0.1")

@@ -2,6 +2,8 @@
 one output, every active transcoder latent, error term, token embedding and logit as a node,
 and the direct effect of each on every other through frozen attention patterns and norms.
 
+- coders.py / cross_layer.py: per-layer transcoder sets and cross-layer transcoders, and
+  `load_transcoders(source, model)` for either of circuit-tracer's layouts;
 - replacement.py: the local replacement model, from the model's public hooks;
 - targets.py: the logit nodes (top logits, chosen logits, or the debugger's logit difference);
 - attribution.py: `attribute(model, transcoders, tokens, target)` -> `AttributionGraph`;
@@ -16,6 +18,16 @@ from neuron_explainer.debugger.graph.attribution import (
     GraphSettings,
     GraphTooLarge,
     attribute,
+)
+from neuron_explainer.debugger.graph.coders import (
+    Transcoders,
+    check_transcoders,
+    conventions_for,
+    load_transcoders,
+)
+from neuron_explainer.debugger.graph.cross_layer import (
+    CrossLayerTranscoder,
+    load_cross_layer_transcoder,
 )
 from neuron_explainer.debugger.graph.export import cantor_pair, node_ids, to_graph_file
 from neuron_explainer.debugger.graph.graph_file import (
@@ -35,11 +47,7 @@ from neuron_explainer.debugger.graph.pruning import (
     influence,
     prune,
 )
-from neuron_explainer.debugger.graph.replacement import (
-    ReplacementForward,
-    check_transcoders,
-    conventions_for,
-)
+from neuron_explainer.debugger.graph.replacement import ReplacementForward
 from neuron_explainer.debugger.graph.targets import (
     LogitDifference,
     LogitNode,
@@ -59,6 +67,7 @@ __all__ = [
     "AttributionGraphMetadata",
     "AttributionGraphNode",
     "AttributionGraphQParams",
+    "CrossLayerTranscoder",
     "GraphSettings",
     "GraphTooLarge",
     "LogitDifference",
@@ -68,12 +77,15 @@ __all__ = [
     "ReplacementForward",
     "Target",
     "TopLogits",
+    "Transcoders",
     "attribute",
     "cantor_pair",
     "check_transcoders",
     "conventions_for",
     "graph_schema",
     "influence",
+    "load_cross_layer_transcoder",
+    "load_transcoders",
     "node_ids",
     "prune",
     "read_graph_file",

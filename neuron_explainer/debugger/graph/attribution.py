@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from neuron_explainer.debugger.graph.coders import Transcoders, check_transcoders
 from neuron_explainer.debugger.graph.pruning import (
     DEFAULT_EDGE_THRESHOLD,
     DEFAULT_NODE_THRESHOLD,
@@ -49,7 +50,6 @@ from neuron_explainer.debugger.graph.targets import (
     logit_nodes,
     residual_directions,
 )
-from neuron_explainer.models.saes import SparseCoder
 from neuron_explainer.models.transformer import Transformer
 
 __all__ = [
@@ -173,7 +173,7 @@ class _Features:
     values: Tensor  # (n,)
     pre: Tensor  # (n,)
     encoders: list[Tensor]  # per layer (n_L, d_in): each feature's encoder vector
-    decoders: list[Tensor]  # per layer (n_L, d_model): activation * decoder row
+    decoders: list[dict[int, Tensor]]  # per layer, per layer written to: (n_L, d_model) activation * decoder row
     layer_start: list[int]  # per layer, the first feature's number (n_layers + 1 entries)
     position_slices: list[list[tuple[int, int, int]]]  # per layer: (position, start, end), local
 
@@ -186,12 +186,11 @@ def _active_features(fw: ReplacementForward, exclude_first: bool) -> _Features:
             latents[0] = 0
         pos, idx = latents.nonzero(as_tuple=True)  # row-major: sorted by position, then latent
         acts = latents[pos, idx]
-        tc = fw.transcoders[layer]
         rows.append(torch.stack([torch.full_like(pos, layer), pos, idx], 1))
         values.append(acts.float())
         pre_all.append(fw.pre_activations(layer)[pos, idx].float())
-        encoders.append(fw.encoder_vectors(layer, idx))
-        decoders.append(tc.decoder_directions()[idx] * acts[:, None])
+        encoders.append(fw.coders.encoder_vectors(layer, idx))
+        decoders.append({to: fw.coders.decoder_vectors(layer, to, idx) * acts[:, None] for to in fw.coders.output_layers(layer)})
         starts.append(starts[-1] + len(pos))
         counts = torch.bincount(pos, minlength=fw.n_pos).tolist()
         edges = [0, *torch.tensor(counts).cumsum(0).tolist()]
@@ -212,16 +211,17 @@ class _RowComputer:
         self.token_start = n_active + fw.n_layers * fw.n_pos
         self.n_columns = self.token_start + fw.n_pos
         self.passes = 0
+        self.writers = [[s for s in range(fw.n_layers) if layer in fw.coders.output_layers(s)] for layer in range(fw.n_layers)]
 
     def rows(self, inject_inputs: dict[int, Tensor], inject_final: Tensor | None, batch: int) -> Tensor:
         fw, feats, T = self.fw, self.feats, self.fw.n_pos
         out = torch.zeros(batch, self.n_columns, device=fw.model.device)
 
         def on_write(layer: int, g: Tensor) -> None:
-            start = feats.layer_start[layer]
-            dec = feats.decoders[layer]
-            for position, lo, hi in feats.position_slices[layer]:
-                out[:, start + lo : start + hi] = g[:, position].to(dec.dtype) @ dec[lo:hi].T
+            for source in self.writers[layer]:  # the layers whose latents write here
+                start, dec = feats.layer_start[source], feats.decoders[source][layer]
+                for position, lo, hi in feats.position_slices[source]:
+                    out[:, start + lo : start + hi] += g[:, position].to(dec.dtype) @ dec[lo:hi].T
             err = self.errors[layer]
             cols = slice(self.error_start + layer * T, self.error_start + (layer + 1) * T)
             out[:, cols] = torch.einsum("btd,td->bt", g.to(err.dtype), err)
@@ -258,7 +258,7 @@ class _RowComputer:
 
 def attribute(
     model: Transformer,
-    transcoders: Sequence[SparseCoder],
+    transcoders: Transcoders,
     tokens: Sequence[int],
     target: Target | None = None,
     *,
@@ -272,7 +272,8 @@ def attribute(
 ) -> AttributionGraph:
     """The attribution graph of `tokens` for `target` (default: circuit-tracer's top logits).
 
-    `transcoders`: one per layer (a TranscoderSet works), placed on this model's family.
+    `transcoders`: one per layer (a TranscoderSet works), or a CrossLayerTranscoder, placed on
+    this model's family (`load_transcoders` does it).
     `exclude_first_position`: no feature or error nodes at position 0, as circuit-tracer (which
     puts a BOS there): its latents and error stay in the forward pass as constants.
     `max_feature_nodes`: at most that many feature nodes, the most influential (None: all).
@@ -296,7 +297,8 @@ def attribute(
         clock = now
 
     started = clock
-    with _no_parameter_grads(model, *transcoders):
+    coders = check_transcoders(model, transcoders)
+    with _no_parameter_grads(model, *coders.modules()):
         fw = ReplacementForward(model, transcoders, tokens)
         try:
             graph = _attribute(

@@ -2,12 +2,13 @@
 
 For one prompt, the model is made linear in everything an attribution graph has as a node:
 
-- each layer's MLP is replaced by its transcoder: the MLP's output (hook point `tc.writes`)
-  keeps its value, but gradients no longer flow through the MLP; they flow only through the
-  transcoder's skip term `x_in @ W_skip.T` (if any), `x_in` being the transcoder's input (hook
-  point `tc.reads`). The output splits into the active latents' writes `a_i * W_dec[i]`, the
-  decoder bias, the skip term and the *error* `mlp_out - reconstruction`, a constant per
-  (layer, position), so the output stays exact;
+- each layer's MLP is replaced by its transcoder (coders.py): the MLP's output (hook point
+  `writes(L)`) keeps its value, but gradients no longer flow through the MLP; they flow only
+  through the transcoder's skip term (if any) of its input `x_in` (hook point `reads(L)`). The
+  output splits into the active latents' writes `a_i * W_dec[i]` (for a cross-layer
+  transcoder, from the latents of this and every earlier layer), the decoder bias, the skip
+  term and the *error* `mlp_out - reconstruction`, a constant per (layer, position), so the
+  output stays exact;
 - attention patterns (`attn.qk_probs`) and every norm's divisor (`*.scale`) are frozen
   (detached at their values for this prompt), so attention mixes values linearly and norms
   are affine.
@@ -31,57 +32,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from neuron_explainer.models.saes import SparseCoder
-from neuron_explainer.models.saes.hook_names import HookConventions
+from neuron_explainer.debugger.graph.coders import Coders, Transcoders, check_transcoders
 from neuron_explainer.models.transformer import Transformer, hook_name
 
-__all__ = ["ReplacementForward", "check_transcoders", "conventions_for"]
-
-
-def conventions_for(model: Transformer) -> HookConventions:
-    """The family facts the meaning of a transcoder file's TransformerLens hook names depends on
-    (pass them to `load_transcoder_set` so that `reads` / `writes` fit this model)."""
-    cfg = model.cfg
-    return HookConventions(
-        parallel_attn_mlp=cfg.parallel, norms_after_sublayers=cfg.sandwich_norms, rms_norm=cfg.norm == "rmsnorm"
-    )
-
-
-def _layer_of(name: str) -> int | None:
-    parts = name.split(".")
-    return int(parts[1]) if len(parts) > 2 and parts[0] == "blocks" and parts[1].isdigit() else None
-
-
-# Where a transcoder may write: what the MLP adds to the residual stream, or (sandwich norms) the
-# MLP's output before its post-norm.
-_WRITES = ("resid.delta_mlp", "mlp.out")
-
-
-def check_transcoders(model: Transformer, transcoders: Sequence[SparseCoder]) -> None:
-    """Raise ValueError (one line) unless `transcoders` is one per-layer transcoder for every
-    layer of `model`, each replacing its layer's MLP with a linear encoder input."""
-    n = model.cfg.n_layers
-    if len(transcoders) != n:
-        raise ValueError(f"an attribution graph needs one transcoder per layer: the model has {n} layers, got {len(transcoders)}")
-    for layer, tc in enumerate(transcoders):
-        if not tc.is_transcoder:
-            raise ValueError(f"layer {layer}: an SAE, not a transcoder (it must read the MLP's input and write its output)")
-        if tc.reads is None or tc.writes is None:
-            why = "; ".join(tc.info.unmapped_hooks) or "no hook points"
-            raise ValueError(f"layer {layer}: the transcoder has no hook point on this model ({why})")
-        if tc.writes not in (hook_name(loc, layer) for loc in _WRITES):
-            raise ValueError(f"layer {layer}: the transcoder writes {tc.writes}, not its layer's MLP output (blocks.{layer}.resid.delta_mlp)")
-        block_input = "resid.post_emb" if layer == 0 else hook_name("resid.post_mlp", layer - 1)
-        if _layer_of(tc.reads) != layer and tc.reads != block_input:
-            raise ValueError(f"layer {layer}: the transcoder reads {tc.reads}, outside its block")
-        if tc.normalizer.input_dependent:
-            raise ValueError(
-                f"layer {layer}: normalize_activations={tc.normalizer.mode!r} divides by a statistic of each input; "
-                "attribution graphs need transcoders whose pre-activations are affine in their input"
-            )
-        d = model.cfg.d_model
-        if tc.n_outputs != d:
-            raise ValueError(f"layer {layer}: the transcoder writes {tc.n_outputs} dimensions, the model's MLP {d}")
+__all__ = ["LayerState", "ReplacementForward"]
 
 
 @dataclass
@@ -107,10 +61,9 @@ class ReplacementForward:
       final_scale        (T,) the final norm's frozen divisor
     """
 
-    def __init__(self, model: Transformer, transcoders: Sequence[SparseCoder], tokens: Sequence[int]):
-        check_transcoders(model, transcoders)
+    def __init__(self, model: Transformer, transcoders: Transcoders, tokens: Sequence[int]):
+        self.coders: Coders = check_transcoders(model, transcoders)
         self.model = model
-        self.transcoders = list(transcoders)
         self.n_layers = n = model.cfg.n_layers
         self.tokens = [int(t) for t in tokens]
         ids = torch.tensor([self.tokens], device=model.device)
@@ -140,15 +93,13 @@ class ReplacementForward:
             return fn
 
         def write(layer: int) -> Callable[[Tensor], Tensor]:
-            tc = self.transcoders[layer]
-
             def fn(x: Tensor) -> Tensor:
                 mlp_out[layer] = out = x.detach()
-                if not tc.has_skip:
+                if not self.coders.has_skip(layer):
                     # a leaf: its gradient is the one to read, and nothing flows into the MLP
                     replaced = out.clone().requires_grad_(True)
                 else:
-                    skip = (self.x_in[layer].to(tc.dtype) @ tc.W_skip.T).to(out.dtype)
+                    skip = self.coders.skip(layer, self.x_in[layer]).to(out.dtype)
                     replaced = skip + (out - skip).detach()
                 self.writes[layer] = replaced
                 return replaced
@@ -170,16 +121,15 @@ class ReplacementForward:
             fwd.setdefault(name, []).append(fn)
 
         locations = model.block_locations()
-        for layer, tc in enumerate(self.transcoders):
-            assert tc.reads is not None and tc.writes is not None  # check_transcoders
+        for layer in range(n):
             for loc in locations:
                 if loc.endswith(".scale"):
                     add(hook_name(loc, layer), frozen)
             add(hook_name("attn.qk_probs", layer), frozen)
-            add(tc.reads, read(layer))
+            add(self.coders.reads(layer), read(layer))
             # the MLP computes its (replaced) output without building a graph
             add(hook_name("resid.post_mlp_ln", layer), frozen)
-            add(tc.writes, write(layer))
+            add(self.coders.writes(layer), write(layer))
             add(hook_name("resid.post_mlp", layer), block_output(layer))
         add("resid.ln_f.scale", keep("final_scale"))
         add("resid.ln_f.scale", frozen)
@@ -189,28 +139,22 @@ class ReplacementForward:
         self.logits = captured["logits"][0]
         self.final_scale = captured["final_scale"][0, :, 0]
         with torch.no_grad():
-            self.layers = [self._layer_state(layer, mlp_out[layer][0]) for layer in range(n)]
+            x_in = [self.x_in[layer][0].detach() for layer in range(n)]
+            latents = [self.coders.encode(layer, x_in[layer]) for layer in range(n)]
+            self.layers = [
+                LayerState(x_in[layer], latents[layer], self._error(layer, mlp_out[layer][0], latents, x_in[layer]))
+                for layer in range(n)
+            ]
 
-    def _layer_state(self, layer: int, mlp_out: Tensor) -> LayerState:
-        tc = self.transcoders[layer]
-        x_in = self.x_in[layer][0].detach()
-        latents = tc.encode(x_in.to(tc.dtype))
-        error = mlp_out.to(tc.dtype) - tc.decode(latents, x_in)
-        return LayerState(x_in=x_in, latents=latents, error=error)
-
-    def encoder_vectors(self, layer: int, latents: Tensor) -> Tensor:
-        """(k, d_in): the gradients of those latents' pre-activations with respect to the
-        transcoder's input (the encoder rows; centred for coders that centre their input)."""
-        tc = self.transcoders[layer]
-        vec = tc.encoder_directions()[latents]
-        return vec - vec.mean(-1, keepdim=True) if tc.center_input else vec
+    def _error(self, layer: int, mlp_out: Tensor, latents: list[Tensor], x_in: Tensor) -> Tensor:
+        recon = self.coders.reconstruction(layer, latents, x_in)
+        return mlp_out.to(recon.dtype) - recon  # in the coder's precision
 
     def pre_activations(self, layer: int) -> Tensor:
         """(T, n_latents): layer's transcoder pre-activations (what a feature node's incoming
         edges sum to, with its bias)."""
-        tc = self.transcoders[layer]
         with torch.no_grad():
-            return tc.encode_pre_act(self.layers[layer].x_in.to(tc.dtype))
+            return self.coders.pre_activations(layer, self.layers[layer].x_in)
 
     def vjp(
         self,
