@@ -42,6 +42,7 @@ from neuron_explainer.debugger.graph import (
     write_graph_file,
 )
 from neuron_explainer.debugger.graph.pruning import edge_scores, threshold_for
+from neuron_explainer.models.saes import SparseCoder
 from neuron_explainer.models.transformer import Transformer, hook_name
 
 FAMILIES = ["gpt2", "gpt_neox", "gpt_neox_sequential", "llama", "llama_tied", "qwen2", "qwen3", "mistral", "gemma2"]
@@ -396,3 +397,24 @@ def test_bad_graph_files(tmp_path: Path, body: str, message: str) -> None:
         read_graph_file(tmp_path / "bad.json")
     with pytest.raises(ValueError, match="cannot read"):
         read_graph_file(tmp_path / "missing.json")
+
+
+def test_sparse_coders_inside_the_forward_pass_change_nothing() -> None:
+    """With SAEs attached where the graph hooks (the MLP's write, attention's write), outputs and
+    gradients are the plain model's, so the graph is the same."""
+    model = random_model("gpt2")
+    transcoders = random_transcoders(model, seed=9)
+    plain = attribute(model, transcoders, TOKENS, max_feature_nodes=None)
+    gen = torch.Generator().manual_seed(0)
+    d = model.cfg.d_model
+    try:
+        for i, at in enumerate(["blocks.0.resid.delta_mlp", "blocks.1.resid.delta_attn", "blocks.1.resid.post_mlp_ln"]):
+            sae = SparseCoder(d, 32)
+            sae.load_weights({"W_enc": torch.randn(d, 32, generator=gen) / d**0.5, "b_enc": torch.zeros(32),
+                              "W_dec": torch.randn(32, d, generator=gen), "b_dec": torch.zeros(d)}, source="random")
+            model.add_autoencoder(at, sae.requires_grad_(False), f"sae_{i}.latents")
+        attached = attribute(model, transcoders, TOKENS, max_feature_nodes=None)
+    finally:
+        model.remove_autoencoders()
+    assert torch.equal(attached.features, plain.features)
+    torch.testing.assert_close(attached.adjacency, plain.adjacency, atol=1e-5, rtol=1e-4)

@@ -47,10 +47,6 @@ class LayerState:
     error: Tensor  # (T, d_model) mlp_out - reconstruction
 
 
-class _Stop(Exception):
-    """Raised by a hook to end a forward pass early."""
-
-
 class ReplacementForward:
     """The replacement model's one forward pass over `tokens` (a list of ids), kept alive for
     the backward passes of `vjp`.
