@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -1185,6 +1186,19 @@ MAX_GRAPH_FEATURE_NODES = 20_000
 MAX_GRAPH_BATCH_SIZE = 1024
 
 
+def _integral(value: Any) -> Any:
+    """JSON Schema's integers include 3.0; booleans and strings are not numbers."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# Numbers as JSON Schema reads them: no coercion from booleans or strings (the bounds come before
+# the validator, so that the schema shows them as minimum / maximum)
+GraphLogits = Annotated[int, Field(strict=True, ge=1, le=MAX_GRAPH_LOGITS), BeforeValidator(_integral)]
+GraphFeatureNodes = Annotated[int, Field(strict=True, ge=0, le=MAX_GRAPH_FEATURE_NODES), BeforeValidator(_integral)]
+GraphBatchSize = Annotated[int, Field(strict=True, ge=1, le=MAX_GRAPH_BATCH_SIZE), BeforeValidator(_integral)]
+Fraction = Annotated[float, Field(strict=True, ge=0.0, le=1.0)]
+
+
 class AttributionGraphRequest(CamelModel):
     """Body of /attribution_graph: a prompt and what to explain of its next token.
 
@@ -1196,13 +1210,13 @@ class AttributionGraphRequest(CamelModel):
     prompt: Annotated[str, Field(min_length=1, max_length=MAX_GRAPH_PROMPT_CHARS)]
     target_tokens: Annotated[list[TokenText], Field(min_length=1, max_length=MAX_TOKENS_LISTED)] | None = None
     distractor_tokens: Annotated[list[TokenText], Field(min_length=1, max_length=MAX_TOKENS_LISTED)] | None = None
-    max_n_logits: Annotated[int, Field(ge=1, le=MAX_GRAPH_LOGITS)] = 10
-    desired_logit_prob: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
-    max_feature_nodes: Annotated[int, Field(ge=0, le=MAX_GRAPH_FEATURE_NODES)] = 7500
-    batch_size: Annotated[int, Field(ge=1, le=MAX_GRAPH_BATCH_SIZE)] = 256
-    node_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.8
-    edge_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.98
-    prepend_bos: bool = True
+    max_n_logits: GraphLogits = 10
+    desired_logit_prob: Annotated[float, Field(strict=True, gt=0.0, le=1.0)] = 0.95
+    max_feature_nodes: GraphFeatureNodes = 7500
+    batch_size: GraphBatchSize = 256
+    node_threshold: Fraction = 0.8
+    edge_threshold: Fraction = 0.98
+    prepend_bos: Annotated[bool, Field(strict=True)] = True
     """Put a start token first when the prompt has none (position 0 is left out of the graph)."""
     slug: Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS, pattern=r"^[A-Za-z0-9._-]+$")] | None = None
 
