@@ -160,6 +160,7 @@ def write_graph_file(graph: AttributionGraphFile, path: str | os.PathLike[str]) 
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(json.dumps(graph.to_json(), ensure_ascii=False, separators=(",", ":")).encode())
+        os.chmod(temp, 0o644)  # mkstemp's 0600 is for the half-written file only
         os.replace(temp, target)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
