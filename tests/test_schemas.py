@@ -969,6 +969,7 @@ EXPECTED_OPERATION_IDS = {
     ("POST", "/batched"): "inference-batched",
     ("POST", "/batched_tdb"): "inference-batched_tdb",
     ("POST", "/model_info"): "inference-model_info",
+    ("POST", "/attribution_graph"): "graph-attribution_graph",
 }
 
 # The error statuses each route answers (413: any body over the limit, on every route).
@@ -979,7 +980,7 @@ EXPECTED_ERROR_STATUSES = {
     "/neuron_datasets_metadata": {"413"},
     **{path: {"400", "413", "422", "503"} for path in (
         "/batched", "/batched_tdb", "/derived_scalars", "/derived_attention_scalars",
-        "/multiple_top_k_derived_scalars",
+        "/multiple_top_k_derived_scalars", "/attribution_graph",
     )},
     **{path: {"400", "404", "413", "422", "503"} for path in (
         "/existing_explanations", "/neuron_record", "/attention_head_record", "/explain", "/score",

@@ -18,7 +18,7 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 import uvicorn
@@ -39,6 +39,10 @@ from neuron_explainer.activation_server.errors import (
     internal_error_answer,
 )
 from neuron_explainer.activation_server.explainer_routes import make_explainer_router
+from neuron_explainer.activation_server.graph_routes import (
+    load_server_transcoders,
+    make_graph_router,
+)
 from neuron_explainer.activation_server.limits import (
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_MAX_SUB_REQUESTS,
@@ -57,6 +61,9 @@ from neuron_explainer.activations.datasets import DatasetRegistry
 from neuron_explainer.activations.records import normalized_activations
 from neuron_explainer.explanations.llm import LLMClient, LLMConfig
 from neuron_explainer.explanations.simulator import SIMULATOR_CHOICES, SimulatorChoice
+
+if TYPE_CHECKING:
+    from neuron_explainer.debugger.graph import Transcoders
 
 log = logging.getLogger("neuron_explainer.activation_server")
 T = TypeVar("T")
@@ -84,10 +91,12 @@ def create_app(
     simulator: SimulatorChoice = "auto",
     explanation_set: str | None = None,
     limits: Limits | None = None,
+    transcoders: Transcoders | None = None,
 ) -> FastAPI:
     """The app. `debugger` None is the no-model mode (schema, read and explainer routes only);
     `datasets` defaults to the published ones; `llm` None answers explanations from disk only;
-    `limits` bound what one request may ask (see `limits.py`)."""
+    `limits` bound what one request may ask (see `limits.py`); `transcoders` (one per layer, or
+    a cross-layer transcoder) are what /attribution_graph replaces the MLPs with."""
     limits = limits or Limits()
     app = FastAPI(
         title="Transformer Debugger activation server",
@@ -211,6 +220,7 @@ def create_app(
     app.state.datasets = registry
     app.include_router(make_read_router(registry, served_model=debugger.model_name if debugger else None))
     app.include_router(make_explainer_router(llm, registry, simulator=simulator, explanation_set=explanation_set))
+    app.include_router(make_graph_router(compute_response, transcoders))
 
     return app
 
@@ -289,6 +299,17 @@ def build_debugger(args: argparse.Namespace) -> Debugger:
     return Debugger(model, tokenizer_of(model), args.model_name or args.model, names.get("mlp"), names.get("attention"))
 
 
+def graph_transcoders(source: str | None, model: Any) -> Transcoders | None:
+    """What /attribution_graph replaces the MLPs with: a per-layer set's transcoders as the
+    debugger attached them (loaded once), or a cross-layer transcoder loaded for the graphs."""
+    from neuron_explainer.debugger import scalars as sc
+
+    attached = sorted((a for a in model.attachments() if a.latents.endswith(sc.TRANSCODER_LATENTS)), key=lambda a: int(a.latents.split(".")[1]))
+    if source and attached:
+        return [a.coder for a in attached]
+    return load_server_transcoders(source, model)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Transformer Debugger activation server")
     p.add_argument("--model", default="demo",
@@ -306,7 +327,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="a community SAE, repeatable: SAELens RELEASE:SAE_ID (gpt2-small-res-jb:blocks.8.hook_resid_pre), "
                    "hf://owner/repo/path, or a local folder (SAELens, Gemma Scope, Llama Scope layouts)")
     p.add_argument("--transcoders", metavar="SET",
-                   help="a transcoder set (circuit-tracer's config.yaml layout): a folder or hf://owner/repo")
+                   help="a transcoder set or cross-layer transcoder (circuit-tracer's layouts): a folder or "
+                   "hf://owner/repo; a set's latents are debugger nodes, and /attribution_graph replaces the MLPs with them")
     p.add_argument("--device", help="cpu, cuda, mps (default: the best available)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--host", default="127.0.0.1")
@@ -378,12 +400,18 @@ def main(argv: list[str] | None = None) -> None:
     apply_demo_defaults(args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     debugger = None
+    transcoders = None
     if not args.no_model:
         try:
             debugger = build_debugger(args)
         except (ValueError, RuntimeError, OSError) as exc:
             # one line saying what is wrong and what to do (the loaders' errors already do)
             print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        try:
+            transcoders = graph_transcoders(args.transcoders, debugger.model)
+        except (ValueError, RuntimeError, OSError) as exc:
+            print(f"error: --transcoders: {exc}", file=sys.stderr)
             sys.exit(2)
     try:
         registry = build_registry(args)
@@ -396,7 +424,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     llm = LLMClient(cfg) if cfg else None
     log.info("explanations: %s", llm.describe() if llm else "no LLM endpoint (stored explanations only)")
-    app = create_app(debugger, registry, llm, args.simulator, args.explanation_set, limits)
+    app = create_app(debugger, registry, llm, args.simulator, args.explanation_set, limits, transcoders)
     mount_viewer(app, args.viewer_dist or DEFAULT_DIST)
     # what start-up built (weights, vocabulary) is never garbage: the collector skips it
     gc.freeze()

@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -35,6 +36,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+
+from neuron_explainer.debugger.graph.graph_file import AttributionGraphFile
 
 ########## Base classes ##########
 
@@ -1191,6 +1194,61 @@ class ActivationCategory(StrEnum):
     ATTENTION_HEAD = "attention_head"
 
 
+########## Attribution graphs ##########
+
+MAX_GRAPH_PROMPT_CHARS = 100_000
+MAX_GRAPH_LOGITS = 50
+MAX_GRAPH_FEATURE_NODES = 20_000
+"""Feature nodes of one graph: its adjacency is (features + errors + tokens + logits) squared."""
+MAX_GRAPH_BATCH_SIZE = 1024
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema's integers include 3.0; booleans and strings are not numbers."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# Numbers as JSON Schema reads them: no coercion from booleans or strings (the bounds come before
+# the validator, so that the schema shows them as minimum / maximum)
+GraphLogits = Annotated[int, Field(strict=True, ge=1, le=MAX_GRAPH_LOGITS), BeforeValidator(_integral)]
+GraphFeatureNodes = Annotated[int, Field(strict=True, ge=0, le=MAX_GRAPH_FEATURE_NODES), BeforeValidator(_integral)]
+GraphBatchSize = Annotated[int, Field(strict=True, ge=1, le=MAX_GRAPH_BATCH_SIZE), BeforeValidator(_integral)]
+Fraction = Annotated[float, Field(strict=True, ge=0.0, le=1.0)]
+
+
+class AttributionGraphRequest(CamelModel):
+    """Body of /attribution_graph: a prompt and what to explain of its next token.
+
+    The target: no `targetTokens`, the top logits (as many as reach `desiredLogitProb` of the
+    probability, at most `maxNLogits`); `targetTokens` alone, those logits; with
+    `distractorTokens`, the debugger's logit difference (mean of the targets' logits minus the
+    mean of the distractors'). Each token must be a single token of the vocabulary."""
+
+    prompt: Annotated[str, Field(min_length=1, max_length=MAX_GRAPH_PROMPT_CHARS)]
+    target_tokens: Annotated[list[TokenText], Field(min_length=1, max_length=MAX_TOKENS_LISTED)] | None = None
+    distractor_tokens: Annotated[list[TokenText], Field(min_length=1, max_length=MAX_TOKENS_LISTED)] | None = None
+    max_n_logits: GraphLogits = 10
+    desired_logit_prob: Annotated[float, Field(strict=True, gt=0.0, le=1.0)] = 0.95
+    max_feature_nodes: GraphFeatureNodes = 7500
+    batch_size: GraphBatchSize = 256
+    node_threshold: Fraction = 0.8
+    edge_threshold: Fraction = 0.98
+    prepend_bos: Annotated[bool, Field(strict=True)] = True
+    """Put a start token first when the prompt has none (position 0 is left out of the graph)."""
+    slug: Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS, pattern=r"^[A-Za-z0-9._-]+$")] | None = None
+
+
+class AttributionGraphResponse(CamelModel):
+    """Response of /attribution_graph: the pruned graph in Neuronpedia's graph JSON (its field
+    names as the format has them), seconds per stage, and counts."""
+
+    graph: AttributionGraphFile
+    timings: dict[str, float]
+    n_active_features: int
+    n_feature_nodes: int
+    n_backward_passes: int
+
+
 ########## Routes ##########
 
 
@@ -1310,6 +1368,15 @@ ROUTES: tuple[RouteSpec, ...] = (
         "POST", "/batched_tdb", "inference", "batched_tdb", BatchedTdbRequest, BatchedResponse
     ),
     RouteSpec("POST", "/model_info", "inference", "model_info", None, ModelInfoResponse),
+    # graph (graph_routes.py)
+    RouteSpec(
+        "POST",
+        "/attribution_graph",
+        "graph",
+        "attribution_graph",
+        AttributionGraphRequest,
+        AttributionGraphResponse,
+    ),
 )
 
 ROUTES_BY_PATH: dict[str, RouteSpec] = {route.path: route for route in ROUTES}

@@ -108,10 +108,13 @@ def attach_coders(model: Transformer, saes: Sequence[str], transcoders: str | No
     """The command lines' --sae (each a SAELens release:sae_id, hf://repo/path or folder) and
     --transcoders (a transcoder set): loaded, frozen, placed on the model's family and attached
     as debugger nodes."""
+    from neuron_explainer.models.saes.circuit_tracer import transcoder_kind
     from neuron_explainer.models.saes.loading import load_sae, load_transcoder_set
 
     coders = [load_sae(spec, device=device) for spec in saes]
-    if transcoders:
+    # a cross-layer transcoder writes every later MLP: it replaces MLPs in attribution graphs
+    # only, not as per-layer debugger nodes
+    if transcoders and transcoder_kind(transcoders) == "transcoder_set":
         coders += list(load_transcoder_set(transcoders, device=device))
     attached = []
     for coder in coders:

@@ -42,6 +42,7 @@ __all__ = [
     "layer_hook",
     "load_circuit_tracer_layer",
     "load_circuit_tracer_set",
+    "transcoder_kind",
 ]
 
 CONFIG_FILE = "config.yaml"
@@ -69,6 +70,21 @@ class TranscoderSet:
 
     def __iter__(self) -> Iterator[SparseCoder]:
         return iter(self.transcoders)
+
+
+def transcoder_kind(source: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None) -> str:
+    """config.yaml's model_kind of a transcoder folder or hf://owner/repo[/folder]:
+    "transcoder_set" (per layer) or "cross_layer_transcoder"."""
+    from neuron_explainer.models import hub
+
+    text = os.fspath(source)
+    if text.startswith("hf://"):
+        repo, sub, revision = hub.parse_hf_uri(text)
+        config = hub.download_file(repo, f"{sub}/{CONFIG_FILE}" if sub else CONFIG_FILE, revision=revision, cache_dir=cache_dir)
+        assert config is not None
+    else:
+        config = Path(text) / CONFIG_FILE if Path(text).is_dir() else Path(text)
+    return str(read_yaml_object(config).get("model_kind", "transcoder_set")) if Path(config).is_file() else "transcoder_set"
 
 
 def layer_hook(hook: str, layer: int) -> str:

@@ -39,6 +39,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/attribution_graph": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Attribution Graph
+         * @description The attribution graph of the prompt's next token (see AttributionGraphRequest for the
+         *     targets), pruned by node and edge influence (circuit-tracer's definitions).
+         */
+        post: operations["graph-attribution_graph"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/batched": {
         parameters: {
             query?: never;
@@ -296,6 +317,214 @@ export interface components {
             explanation: string;
             /** Score */
             score?: number | null;
+        };
+        /** AttributionGraphFile */
+        AttributionGraphFile: {
+            /** Links */
+            links: components["schemas"]["AttributionGraphLink"][];
+            metadata: components["schemas"]["AttributionGraphMetadata"];
+            /** Nodes */
+            nodes: components["schemas"]["AttributionGraphNode"][];
+            qParams: components["schemas"]["AttributionGraphQParams"];
+        } & {
+            [key: string]: unknown;
+        };
+        /** AttributionGraphLink */
+        AttributionGraphLink: {
+            /** Source */
+            source: string;
+            /** Target */
+            target: string;
+            /** Weight */
+            weight: number;
+        } & {
+            [key: string]: unknown;
+        };
+        /** AttributionGraphMetadata */
+        AttributionGraphMetadata: {
+            /** Feature Details */
+            feature_details?: {
+                [key: string]: unknown;
+            } | null;
+            /** Generation Settings */
+            generation_settings?: {
+                [key: string]: unknown;
+            } | null;
+            /** Info */
+            info?: {
+                [key: string]: unknown;
+            } | null;
+            /** Node Threshold */
+            node_threshold?: number | null;
+            /** Prompt */
+            prompt: string;
+            /** Prompt Tokens */
+            prompt_tokens: string[];
+            /** Pruning Settings */
+            pruning_settings?: {
+                [key: string]: unknown;
+            } | null;
+            /** Scan */
+            scan: string;
+            /**
+             * Schema Version
+             * @default 1
+             */
+            schema_version?: number | null;
+            /** Slug */
+            slug: string;
+            /** Transcoder List */
+            transcoder_list?: string[];
+        } & {
+            [key: string]: unknown;
+        };
+        /** AttributionGraphNode */
+        AttributionGraphNode: {
+            /** Activation */
+            activation?: number | null;
+            /**
+             * Clerp
+             * @default
+             */
+            clerp?: string;
+            /** Ctx Idx */
+            ctx_idx: number;
+            /** Feature */
+            feature: number | null;
+            /** Feature Type */
+            feature_type: string;
+            /** Influence */
+            influence?: number | null;
+            /**
+             * Is Target Logit
+             * @default false
+             */
+            is_target_logit?: boolean;
+            /** Jsnodeid */
+            jsNodeId: string;
+            /** Latent Index */
+            latent_index?: number | null;
+            /** Layer */
+            layer: string | number;
+            /** Node Id */
+            node_id: string;
+            /**
+             * Reverse Ctx Idx
+             * @default 0
+             */
+            reverse_ctx_idx?: number;
+            /**
+             * Run Idx
+             * @default 0
+             */
+            run_idx?: number;
+            /** Token */
+            token?: string | null;
+            /** Token Id */
+            token_id?: number | null;
+            /**
+             * Token Prob
+             * @default 0
+             */
+            token_prob?: number;
+        } & {
+            [key: string]: unknown;
+        };
+        /** AttributionGraphQParams */
+        AttributionGraphQParams: {
+            /**
+             * Clickedid
+             * @default
+             */
+            clickedId?: string;
+            /**
+             * Linktype
+             * @default both
+             */
+            linkType?: string;
+            /** Pinnedids */
+            pinnedIds?: string[];
+            /**
+             * Sg Pos
+             * @default
+             */
+            sg_pos?: string;
+            /** Supernodes */
+            supernodes?: string[][];
+        } & {
+            [key: string]: unknown;
+        };
+        /**
+         * AttributionGraphRequest
+         * @description Body of /attribution_graph: a prompt and what to explain of its next token.
+         *
+         *     The target: no `targetTokens`, the top logits (as many as reach `desiredLogitProb` of the
+         *     probability, at most `maxNLogits`); `targetTokens` alone, those logits; with
+         *     `distractorTokens`, the debugger's logit difference (mean of the targets' logits minus the
+         *     mean of the distractors'). Each token must be a single token of the vocabulary.
+         */
+        AttributionGraphRequest: {
+            /**
+             * Batchsize
+             * @default 256
+             */
+            batchSize?: number;
+            /**
+             * Desiredlogitprob
+             * @default 0.95
+             */
+            desiredLogitProb?: number;
+            /** Distractortokens */
+            distractorTokens?: string[] | null;
+            /**
+             * Edgethreshold
+             * @default 0.98
+             */
+            edgeThreshold?: number;
+            /**
+             * Maxfeaturenodes
+             * @default 7500
+             */
+            maxFeatureNodes?: number;
+            /**
+             * Maxnlogits
+             * @default 10
+             */
+            maxNLogits?: number;
+            /**
+             * Nodethreshold
+             * @default 0.8
+             */
+            nodeThreshold?: number;
+            /**
+             * Prependbos
+             * @default true
+             */
+            prependBos?: boolean;
+            /** Prompt */
+            prompt: string;
+            /** Slug */
+            slug?: string | null;
+            /** Targettokens */
+            targetTokens?: string[] | null;
+        };
+        /**
+         * AttributionGraphResponse
+         * @description Response of /attribution_graph: the pruned graph in Neuronpedia's graph JSON (its field
+         *     names as the format has them), seconds per stage, and counts.
+         */
+        AttributionGraphResponse: {
+            graph: components["schemas"]["AttributionGraphFile"];
+            /** Nactivefeatures */
+            nActiveFeatures: number;
+            /** Nbackwardpasses */
+            nBackwardPasses: number;
+            /** Nfeaturenodes */
+            nFeatureNodes: number;
+            /** Timings */
+            timings: {
+                [key: string]: number;
+            };
         };
         /**
          * BatchedRequest
@@ -1125,6 +1354,66 @@ export interface operations {
             };
             /** @description No registered dataset or record has what the request names */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request body is larger than the server accepts (--max-request-bytes) */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The request does not match the schema (the message names the field) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description The server was started without what this route needs (a model, the network for published datasets, an LLM endpoint) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    "graph-attribution_graph": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AttributionGraphRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AttributionGraphResponse"];
+                };
+            };
+            /** @description The request is malformed JSON, or asks for something this server cannot do (the message names the field) */
+            400: {
                 headers: {
                     [name: string]: unknown;
                 };
