@@ -285,7 +285,7 @@ export interface components {
          * @description Named activation tensors recorded during a forward pass.
          * @enum {string}
          */
-        ActivationLocationType: "resid.post_emb" | "resid.delta_attn" | "resid.post_attn" | "resid.delta_mlp" | "resid.post_mlp" | "resid.post_mlp_ln" | "resid.post_attn_ln" | "resid.post_ln_f" | "mlp_ln.scale" | "attn_ln.scale" | "resid.ln_f.scale" | "attn.q" | "attn.k" | "attn.v" | "attn.qk_logits" | "attn.qk_probs" | "attn.v_out" | "mlp.pre_act" | "mlp.post_act" | "logits" | "online_autoencoder_latent" | "online_mlp_autoencoder_latent" | "online_attention_autoencoder_latent" | "online_mlp_autoencoder_error" | "online_residual_mlp_autoencoder_error" | "online_residual_attention_autoencoder_error";
+        ActivationLocationType: "resid.post_emb" | "resid.delta_attn" | "resid.post_attn" | "resid.delta_mlp" | "resid.post_mlp" | "resid.post_mlp_ln" | "resid.post_attn_ln" | "resid.post_ln_f" | "mlp_ln.scale" | "attn_ln.scale" | "resid.ln_f.scale" | "attn.q" | "attn.k" | "attn.v" | "attn.qk_logits" | "attn.qk_probs" | "attn.v_out" | "mlp.pre_act" | "mlp.post_act" | "logits" | "online_autoencoder_latent" | "online_mlp_autoencoder_latent" | "online_attention_autoencoder_latent" | "online_residual_autoencoder_latent" | "online_transcoder_latent" | "online_mlp_autoencoder_error" | "online_residual_mlp_autoencoder_error" | "online_residual_attention_autoencoder_error";
         /**
          * AttentionHeadRecordResponse
          * @description Response of /attention_head_record: top and random sequences with attention scalars.
@@ -561,7 +561,7 @@ export interface components {
          * @description Unit shown for MLP layers in the TDB node table.
          * @enum {string}
          */
-        ComponentTypeForMlp: "neuron" | "autoencoder_latent";
+        ComponentTypeForMlp: "neuron" | "autoencoder_latent" | "transcoder_latent";
         /**
          * DerivedAttentionScalarsRequest
          * @description Body of /derived_attention_scalars.
@@ -675,7 +675,7 @@ export interface components {
          *     sets from a request (DstConfig.node_index_for_attribution), so no request could ask for them.
          * @enum {string}
          */
-        DerivedScalarType: "logits" | "resid_post_embedding" | "mlp_pre_act" | "mlp_post_act" | "resid_delta_mlp" | "resid_post_mlp" | "attn_query" | "attn_key" | "attn_value" | "attn_qk_logits" | "attn_qk_probs" | "attn_weighted_sum_of_values" | "resid_delta_attn" | "resid_post_attn" | "resid_final_layer_norm_scale" | "attn_input_layer_norm_scale" | "mlp_input_layer_norm_scale" | "online_autoencoder_latent" | "attn_write_norm" | "flattened_attn_post_softmax" | "attn_act_times_grad" | "resid_delta_mlp_from_mlp_post_act" | "mlp_write_norm" | "mlp_act_times_grad" | "autoencoder_latent" | "autoencoder_write_norm" | "mlp_write_to_final_residual_grad" | "attn_write_norm_per_sequence_token" | "attn_write_to_final_residual_grad_per_sequence_token" | "attn_act_times_grad_per_sequence_token" | "resid_post_embedding_norm" | "resid_post_mlp_norm" | "mlp_layer_write_norm" | "resid_post_attn_norm" | "attn_layer_write_norm" | "resid_post_embedding_proj_to_final_residual_grad" | "resid_post_mlp_proj_to_final_residual_grad" | "mlp_layer_write_to_final_residual_grad" | "resid_post_attn_proj_to_final_residual_grad" | "attn_layer_write_to_final_residual_grad" | "unflattened_attn_act_times_grad" | "unflattened_attn_write_norm" | "unflattened_attn_write_to_final_residual_grad" | "attn_write_to_final_residual_grad" | "online_autoencoder_act_times_grad" | "online_autoencoder_write_norm" | "online_autoencoder_write_to_final_residual_grad" | "online_mlp_autoencoder_error" | "online_residual_mlp_autoencoder_error" | "online_residual_attention_autoencoder_error" | "online_mlp_autoencoder_error_act_times_grad" | "online_mlp_autoencoder_error_write_norm" | "online_mlp_autoencoder_error_write_to_final_residual_grad" | "attn_write" | "attn_write_sum_heads" | "mlp_write" | "online_autoencoder_write" | "attn_weighted_value" | "previous_layer_resid_post_mlp" | "mlp_write_to_final_activation_residual_grad" | "unflattened_attn_write_to_final_activation_residual_grad" | "online_autoencoder_write_to_final_activation_residual_grad" | "resid_post_embedding_proj_to_final_activation_residual_grad" | "autoencoder_latent_grad_wrt_residual_input" | "autoencoder_latent_grad_wrt_mlp_post_act_input" | "attn_write_to_latent" | "attn_write_to_latent_summed_over_heads" | "flattened_attn_write_to_latent_summed_over_heads" | "flattened_attn_write_to_latent_summed_over_heads_batched" | "attn_write_to_latent_per_sequence_token" | "attn_write_to_latent_per_sequence_token_batched" | "token_attribution" | "vocab_token_write_to_input_direction" | "always_one" | "mlp_autoencoder_latent" | "mlp_autoencoder_write_norm" | "online_mlp_autoencoder_latent" | "online_mlp_autoencoder_write" | "online_mlp_autoencoder_write_norm" | "online_mlp_autoencoder_act_times_grad" | "online_mlp_autoencoder_write_to_final_residual_grad" | "online_mlp_autoencoder_write_to_final_activation_residual_grad" | "attention_autoencoder_latent" | "attention_autoencoder_write_norm" | "online_attention_autoencoder_latent" | "online_attention_autoencoder_write" | "online_attention_autoencoder_write_norm" | "online_attention_autoencoder_act_times_grad" | "online_attention_autoencoder_write_to_final_residual_grad" | "online_attention_autoencoder_write_to_final_activation_residual_grad";
+        DerivedScalarType: "logits" | "resid_post_embedding" | "mlp_pre_act" | "mlp_post_act" | "resid_delta_mlp" | "resid_post_mlp" | "attn_query" | "attn_key" | "attn_value" | "attn_qk_logits" | "attn_qk_probs" | "attn_weighted_sum_of_values" | "resid_delta_attn" | "resid_post_attn" | "resid_final_layer_norm_scale" | "attn_input_layer_norm_scale" | "mlp_input_layer_norm_scale" | "online_autoencoder_latent" | "attn_write_norm" | "flattened_attn_post_softmax" | "attn_act_times_grad" | "resid_delta_mlp_from_mlp_post_act" | "mlp_write_norm" | "mlp_act_times_grad" | "autoencoder_latent" | "autoencoder_write_norm" | "mlp_write_to_final_residual_grad" | "attn_write_norm_per_sequence_token" | "attn_write_to_final_residual_grad_per_sequence_token" | "attn_act_times_grad_per_sequence_token" | "resid_post_embedding_norm" | "resid_post_mlp_norm" | "mlp_layer_write_norm" | "resid_post_attn_norm" | "attn_layer_write_norm" | "resid_post_embedding_proj_to_final_residual_grad" | "resid_post_mlp_proj_to_final_residual_grad" | "mlp_layer_write_to_final_residual_grad" | "resid_post_attn_proj_to_final_residual_grad" | "attn_layer_write_to_final_residual_grad" | "unflattened_attn_act_times_grad" | "unflattened_attn_write_norm" | "unflattened_attn_write_to_final_residual_grad" | "attn_write_to_final_residual_grad" | "online_autoencoder_act_times_grad" | "online_autoencoder_write_norm" | "online_autoencoder_write_to_final_residual_grad" | "online_mlp_autoencoder_error" | "online_residual_mlp_autoencoder_error" | "online_residual_attention_autoencoder_error" | "online_mlp_autoencoder_error_act_times_grad" | "online_mlp_autoencoder_error_write_norm" | "online_mlp_autoencoder_error_write_to_final_residual_grad" | "attn_write" | "attn_write_sum_heads" | "mlp_write" | "online_autoencoder_write" | "attn_weighted_value" | "previous_layer_resid_post_mlp" | "mlp_write_to_final_activation_residual_grad" | "unflattened_attn_write_to_final_activation_residual_grad" | "online_autoencoder_write_to_final_activation_residual_grad" | "resid_post_embedding_proj_to_final_activation_residual_grad" | "autoencoder_latent_grad_wrt_residual_input" | "autoencoder_latent_grad_wrt_mlp_post_act_input" | "attn_write_to_latent" | "attn_write_to_latent_summed_over_heads" | "flattened_attn_write_to_latent_summed_over_heads" | "flattened_attn_write_to_latent_summed_over_heads_batched" | "attn_write_to_latent_per_sequence_token" | "attn_write_to_latent_per_sequence_token_batched" | "token_attribution" | "vocab_token_write_to_input_direction" | "always_one" | "mlp_autoencoder_latent" | "mlp_autoencoder_write_norm" | "online_mlp_autoencoder_latent" | "online_mlp_autoencoder_write" | "online_mlp_autoencoder_write_norm" | "online_mlp_autoencoder_act_times_grad" | "online_mlp_autoencoder_write_to_final_residual_grad" | "online_mlp_autoencoder_write_to_final_activation_residual_grad" | "attention_autoencoder_latent" | "attention_autoencoder_write_norm" | "online_attention_autoencoder_latent" | "online_attention_autoencoder_write" | "online_attention_autoencoder_write_norm" | "online_attention_autoencoder_act_times_grad" | "online_attention_autoencoder_write_to_final_residual_grad" | "online_attention_autoencoder_write_to_final_activation_residual_grad" | "online_residual_autoencoder_latent" | "online_residual_autoencoder_write" | "online_residual_autoencoder_write_norm" | "online_residual_autoencoder_act_times_grad" | "online_residual_autoencoder_write_to_final_residual_grad" | "online_residual_autoencoder_write_to_final_activation_residual_grad" | "residual_autoencoder_latent" | "residual_autoencoder_write_norm" | "online_transcoder_latent" | "online_transcoder_write" | "online_transcoder_write_norm" | "online_transcoder_act_times_grad" | "online_transcoder_write_to_final_residual_grad" | "online_transcoder_write_to_final_activation_residual_grad" | "transcoder_latent" | "transcoder_write_norm";
         /**
          * Dimension
          * @description Names of tensor dimensions (token dimensions, model dimensions, autoencoder dimensions).
@@ -890,8 +890,16 @@ export interface components {
             nLayers: number;
             /** Nmlpautoencoderlatents */
             nMlpAutoencoderLatents?: number | null;
+            /** Nresidualautoencoderlatents */
+            nResidualAutoencoderLatents?: number | null;
+            /** Ntranscoderlatents */
+            nTranscoderLatents?: number | null;
             /** Nvocab */
             nVocab?: number | null;
+            /** Residualautoencoderlayers */
+            residualAutoencoderLayers?: number[] | null;
+            /** Transcoderlayers */
+            transcoderLayers?: number[] | null;
         };
         /**
          * MultipleTopKDerivedScalarsRequest
@@ -1023,7 +1031,7 @@ export interface components {
          * @description Kind of model component that carries one scalar per token (or token pair).
          * @enum {string}
          */
-        NodeType: "attention_head" | "qk_channel" | "v_channel" | "mlp_neuron" | "autoencoder_latent" | "mlp_autoencoder_latent" | "attention_autoencoder_latent" | "autoencoder_latent_by_token_pair" | "layer" | "residual_stream_channel" | "vocab_token";
+        NodeType: "attention_head" | "qk_channel" | "v_channel" | "mlp_neuron" | "autoencoder_latent" | "mlp_autoencoder_latent" | "attention_autoencoder_latent" | "autoencoder_latent_by_token_pair" | "residual_autoencoder_latent" | "transcoder_latent" | "layer" | "residual_stream_channel" | "vocab_token";
         /**
          * PassType
          * @description Whether a quantity comes from the forward or the backward pass.
@@ -1108,6 +1116,11 @@ export interface components {
             downstreamNodeToTrace?: components["schemas"]["NodeToTrace"] | null;
             /** Hideearlylayerswhenablating */
             hideEarlyLayersWhenAblating: boolean;
+            /**
+             * Includeresiduallatents
+             * @default false
+             */
+            includeResidualLatents?: boolean;
             /** Nodeablations */
             nodeAblations?: components["schemas"]["NodeAblation"][] | null;
             /**
