@@ -433,12 +433,16 @@ class Debugger:
                     nodes_by_name.setdefault(name, [])
                     nodes_by_name[name] += self._top_k_nodes(spec, rec, rankings)
         nodes_by_name = {k: list(dict.fromkeys(v)) for k, v in nodes_by_name.items()}
+        scored = self._scored_steps(subs, recordings, nodes_by_name)
 
         responses = []
         for i, (sub, rec, p) in enumerate(zip(subs, recordings, parsed, strict=True)):
             data: dict[str, Any] = {}
             for name, spec in sub.processing_request_spec_by_name.items():
                 field = f"inferenceSubRequests[{i}].processingRequestSpecByName.{name}"
+                if (i, name) in scored:
+                    data[name] = scored[(i, name)]
+                    continue
                 try:
                     data[name] = self._process(spec, rec, nodes_by_name, sub, field)
                 except sc.Unsupported as e:
@@ -460,6 +464,19 @@ class Debugger:
                 )
             )
         return S.BatchedResponse(inference_sub_responses=responses)
+
+    def _scored_steps(
+        self, subs: Sequence[S.InferenceSubRequest], recordings: Sequence[Recording], nodes_by_name: dict[str, list[S.MirroredNodeIndex]]
+    ) -> dict[tuple[int, str], S.ScoredTokensResponseData]:
+        """Every scored-token step of every prompt, scored together (one pass over the
+        vocabulary for all of them, see TokenScorer.score_all)."""
+        keys, jobs = [], []
+        for i, (sub, rec) in enumerate(zip(subs, recordings, strict=True)):
+            for name, spec in sub.processing_request_spec_by_name.items():
+                if isinstance(spec, S.ScoredTokensRequestSpec):
+                    keys.append((i, name))
+                    jobs.append((spec, sc.Inputs(rec, self.weights, rec.context), nodes_by_name[spec.depends_on_spec_name]))
+        return dict(zip(keys, self.scorer.score_all(jobs), strict=True)) if jobs else {}
 
     def _check_specs(self, subs: Sequence[S.InferenceSubRequest], parsed: Sequence[_Parsed]) -> None:
         lengths = []

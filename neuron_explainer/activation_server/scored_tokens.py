@@ -65,14 +65,16 @@ class TokenScorer:
         bot_v, bot_i = scores.topk(n, dim=-1, largest=False)
         scale = torch.maximum(top_v[:, :1].abs(), bot_v[:, :1].abs()).clamp(min=1e-30)
 
+        # model_construct: thousands of these per request, built from values that are finite by
+        # construction; validating each one costs more than the scores themselves
         def pack(values: list[float], ids: list[int], scale: float) -> list[S.TokenAndScalar]:
             return [
-                S.TokenAndScalar(token=self.token_strings[t], scalar=finite(v), normalized_scalar=finite(v / scale))
+                S.TokenAndScalar.model_construct(token=self.token_strings[t], scalar=finite(v), normalized_scalar=finite(v / scale))
                 for t, v in zip(ids, values, strict=True)
             ]
 
         return [
-            S.TopTokens(top=pack(tv, ti, s), bottom=pack(bv, bi, s))
+            S.TopTokens.model_construct(top=pack(tv, ti, s), bottom=pack(bv, bi, s))
             for tv, ti, bv, bi, s in zip(
                 top_v.tolist(), top_i.tolist(), bot_v.tolist(), bot_i.tolist(), scale[:, 0].tolist(), strict=True
             )
@@ -146,38 +148,57 @@ class TokenScorer:
     def scored_tokens(
         self, spec: S.ScoredTokensRequestSpec, x: sc.Inputs, nodes: list[S.MirroredNodeIndex]
     ) -> S.ScoredTokensResponseData:
-        writes = spec.token_scoring_type == S.TokenScoringType.UPVOTED_OUTPUT_TOKENS
-        results: list[S.TopTokens | None] = [None] * len(nodes)
-        todo: list[tuple[int, Tensor, tuple[Any, ...] | None, float]] = []  # (i, vector, key, factor)
-        again: list[tuple[int, tuple[Any, ...], float]] = []  # a key scored earlier in this request
+        return self.score_all([(spec, x, nodes)])[0]
+
+    def score_all(
+        self, jobs: list[tuple[S.ScoredTokensRequestSpec, sc.Inputs, list[S.MirroredNodeIndex]]]
+    ) -> list[S.ScoredTokensResponseData]:
+        """Several scored-token steps (every step of every prompt of a request) at once: their
+        nodes' write and read vectors go through the vocabulary together, in as few
+        (memory-bound) passes as the model allows (model.vocab_scores), and a vector two steps
+        or prompts share (a neuron's, or a head's at the same key) is scored once."""
+        results: list[list[S.TopTokens | None]] = [[None] * len(nodes) for _, _, nodes in jobs]
+        rows: dict[bool, list[Tensor]] = {True: [], False: []}  # writes / reads
+        row_of: dict[tuple[Any, ...], tuple[bool, int]] = {}  # what is scored -> its row
+        wanted: list[tuple[int, int, tuple[Any, ...], float, int, tuple[Any, ...] | None]] = []
         with torch.no_grad():
-            for i, node in enumerate(nodes):
-                key, vector, factor = self._vector(spec, x, node, writes)
-                if vector is None:
-                    continue
-                hit = self._cache.get(key) if key is not None else None
-                if hit is not None:
-                    results[i] = _rescaled(hit, factor)
-                elif key is not None and any(key == k for _, _, k, _ in todo):
-                    again.append((i, key, factor))
-                else:
-                    todo.append((i, vector, key, factor))
-            # a matmul with the vocabulary per chunk of nodes: a chunk's scores (nodes x vocab)
-            # stay small whatever the number of nodes (k and sub-requests at their bounds)
-            embeddings = None if writes else self.model.token_embeddings().float()
-            fresh: dict[tuple[Any, ...], S.TopTokens] = {}
-            for start in range(0, len(todo), SCORED_CHUNK):
-                chunk = todo[start : start + SCORED_CHUNK]
-                stacked = torch.stack([v for _, v, _, _ in chunk])
-                scores = self.model.logit_lens(stacked) if embeddings is None else stacked @ embeddings.T
-                for (i, _, key, factor), top in zip(chunk, self.top_tokens(scores, spec.num_tokens), strict=True):
-                    if key is not None:
-                        self._remember(key, top)
-                        fresh[key] = top
-                    results[i] = _rescaled(top, factor)
-            for i, key, factor in again:
-                results[i] = _rescaled(fresh[key], factor)
-        return S.ScoredTokensResponseData(node_indices=nodes, top_tokens_list=results)
+            for j, (spec, x, nodes) in enumerate(jobs):
+                writes = spec.token_scoring_type == S.TokenScoringType.UPVOTED_OUTPUT_TOKENS
+                for i, node in enumerate(nodes):
+                    key, vector, factor = self._vector(spec, x, node, writes)
+                    if vector is None:
+                        continue
+                    hit = self._cache.get(key) if key is not None else None
+                    if hit is not None:
+                        results[j][i] = _rescaled(hit, factor)
+                        continue
+                    # the same vector scored the same way is one row: by cache key, or content
+                    ident = (writes, key) if key is not None else (writes, vector.float().cpu().numpy().tobytes())
+                    if ident not in row_of:
+                        row_of[ident] = (writes, len(rows[writes]))
+                        rows[writes].append(vector.float())
+                    wanted.append((j, i, ident, factor, spec.num_tokens, key))
+            n = max((spec.num_tokens for spec, _, _ in jobs), default=0)
+            tops: dict[tuple[bool, int], S.TopTokens] = {}
+            d = self.model.cfg.d_model
+            empty = torch.zeros(0, d, device=self.model.device)
+            for start in range(0, max(len(rows[True]), len(rows[False])), SCORED_CHUNK):
+                w_rows, r_rows = rows[True][start : start + SCORED_CHUNK], rows[False][start : start + SCORED_CHUNK]
+                w_scores, r_scores = self.model.vocab_scores(
+                    torch.stack(w_rows) if w_rows else empty, torch.stack(r_rows) if r_rows else empty
+                )
+                for writes, scores, count in ((True, w_scores, len(w_rows)), (False, r_scores, len(r_rows))):
+                    if count:
+                        for offset, top in enumerate(self.top_tokens(scores, n)):
+                            tops[(writes, start + offset)] = top
+            fresh: set[tuple[Any, ...]] = set()
+            for j, i, ident, factor, num, key in wanted:
+                top = _first(tops[row_of[ident]], num)
+                if key is not None and key not in fresh:
+                    self._remember(key, top)
+                    fresh.add(key)
+                results[j][i] = _rescaled(top, factor)
+        return [S.ScoredTokensResponseData(node_indices=nodes, top_tokens_list=res) for (_, _, nodes), res in zip(jobs, results, strict=True)]
 
     def _vector(
         self, spec: S.ScoredTokensRequestSpec, x: sc.Inputs, node: S.MirroredNodeIndex, writes: bool
@@ -250,14 +271,21 @@ class TokenScorer:
         return hw.pair_writes_onto_rows(p, values(x, layer)[: q + 1], onto)[0, 0]
 
 
+def _first(top: S.TopTokens, n: int) -> S.TopTokens:
+    """The n best of each side (scores for several steps are ranked once, to the largest n)."""
+    if len(top.top) <= n and len(top.bottom) <= n:
+        return top
+    return S.TopTokens.model_construct(top=top.top[:n], bottom=top.bottom[:n])
+
+
 def _rescaled(top: S.TopTokens, factor: float) -> S.TopTokens:
     if factor == 1.0:
         return top
 
     def scale(items: list[S.TokenAndScalar]) -> list[S.TokenAndScalar]:
         return [
-            S.TokenAndScalar(token=t.token, scalar=finite(t.scalar * factor), normalized_scalar=t.normalized_scalar)
+            S.TokenAndScalar.model_construct(token=t.token, scalar=finite(t.scalar * factor), normalized_scalar=t.normalized_scalar)
             for t in items
         ]
 
-    return S.TopTokens(top=scale(top.top), bottom=scale(top.bottom))
+    return S.TopTokens.model_construct(top=scale(top.top), bottom=scale(top.bottom))

@@ -659,14 +659,30 @@ class Transformer(nn.Module):
         raw = (directions.to(w.dtype) @ w.T).float() * s
         return (raw - directions.float().sum(-1, keepdim=True) * mean) / scale
 
+    def vocab_scores(self, writes: Tensor, reads: Tensor) -> tuple[Tensor, Tensor]:
+        """(logit_lens(writes), reads @ token_embeddings().T) in as few passes over the vocabulary
+        as the weights allow: one when the unembedding is the token embedding matrix (tied), so
+        that scoring many nodes' writes and reads costs one (memory-bound) matmul."""
+        w = self.unembed.weight
+        tied = w.data_ptr() == self.tok_embed.weight.data_ptr()
+        if not tied or not len(writes) or not len(reads):
+            return self.logit_lens(writes), (reads.float() @ self.token_embeddings().float().T if len(reads) else reads.new_zeros(0, w.shape[0]))
+        rows = torch.cat([self._lens_rows(writes), reads.float() * self.cfg.embed_scale])
+        scores = (rows.to(w.dtype) @ w.T).float()
+        return scores[: len(writes)], scores[len(writes) :]
+
+    def _lens_rows(self, writes: Tensor) -> Tensor:
+        """Rows whose product with the unembedding is the logit lens of `writes`."""
+        w = writes.float()
+        if self.cfg.norm == "layernorm":
+            w = w - w.mean(-1, keepdim=True)
+        return w * self.final_ln.gain().float()
+
     def logit_lens(self, writes: Tensor) -> Tensor:
         """(n, n_vocab) logits that residual-stream vectors (n, d_model) add through the final
         norm (its scale held constant, so only centring and gain act) and the unembedding,
         before any soft-cap."""
-        w = writes.float()
-        if self.cfg.norm == "layernorm":
-            w = w - w.mean(-1, keepdim=True)
-        return (w * self.final_ln.gain().float()) @ self.unembed.weight.float().T
+        return self._lens_rows(writes) @ self.unembed.weight.float().T
 
     def queries(self, layer: int, normed: Tensor, positions: Tensor) -> Tensor:
         """(n, n_heads, d_head) queries of normalized inputs (n, d_model) at positions (n,)."""
