@@ -198,6 +198,7 @@ def child_server(args: argparse.Namespace) -> None:
     import torch
     import uvicorn
 
+    from neuron_explainer.activation_server.limits import Limits
     from neuron_explainer.activation_server.main import create_app
     from neuron_explainer.activation_server.processing import Debugger
 
@@ -206,13 +207,14 @@ def child_server(args: argparse.Namespace) -> None:
     del hf
     gc.collect()
     debugger = Debugger(model, enc, "bench")
-    app = create_app(debugger)
+    # as --max-prompt-tokens 1024: top-k requests past the original server's 500 tokens
+    app = create_app(debugger, limits=Limits(max_prompt_tokens=model.cfg.ctx_window))
     cache_size = debugger.scored_cache_size
     done = threading.Event()
 
     @app.post("/_bench/cache/{on}")
     def bench_cache(on: int) -> None:
-        debugger._scored_cache.clear()
+        debugger.scorer.clear()
         debugger.scored_cache_size = cache_size if on else 0
 
     @app.post("/_bench/stats")
@@ -324,6 +326,8 @@ def measure_family(family: str, args: argparse.Namespace, lengths: list[str]) ->
                 prompt = build_prompt(enc, 512)
                 client.post("/_bench/cache/0")
                 r = client.post("/batched_tdb", json=request_body(prompt, 512, False))
+                if r.status_code != 200:
+                    raise SystemExit(f"/batched_tdb at 512 tokens answered {r.status_code}: {r.text[:500]}")
                 results["json_512_bytes"] = len(r.content)
             results["server"] = stats()
             client.post("/_bench/stop")

@@ -53,7 +53,7 @@ _NODE_LOCATION_TYPE = {  # the same, as the API's activation location types
     **{k.node_type: k.location_type for k in sc.LATENT_KINDS},
 }
 _SCORED_TOKENS = 10  # top and bottom tokens per node in the TDB node table
-_PROMPT_LENGTH_LIMIT = 500  # for batched top-k requests, as in the original server
+_PROMPT_LENGTH_LIMIT = 500  # for batched top-k requests, as in the original server, unless --max-prompt-tokens says otherwise
 _DETACH_FINAL_NORM = Ablation(Site("resid.ln_f.scale"), (None, None), 0.0, "backward")
 
 
@@ -515,8 +515,9 @@ class Debugger:
                         raise RequestError(f"{field}.tokenIndex: {spec.token_index} is not a token of this {n_tokens}-token prompt")
             if any(isinstance(s, S.MultipleTopKDerivedScalarsRequestSpec) for s in specs.values()):
                 lengths.append(n_tokens)
-        if any(n > _PROMPT_LENGTH_LIMIT for n in lengths):
-            raise RequestError(f"prompt: top-k requests take at most {_PROMPT_LENGTH_LIMIT} tokens, got {lengths}")
+        limit = self.max_prompt_tokens or _PROMPT_LENGTH_LIMIT
+        if any(n > limit for n in lengths):
+            raise RequestError(f"prompt: top-k requests take at most {limit} tokens (--max-prompt-tokens), got {lengths}")
         if len(set(lengths)) > 1:
             raise RequestError(f"prompt: all prompts of a batched top-k request must have the same number of tokens, got {lengths}")
 

@@ -227,6 +227,10 @@ class TokenScorer:
             return base_key, vector * scale, 1.0 / scale
         return None, vector, 1.0
 
+    def clear(self) -> None:
+        """Forget every cached node (e.g. to time cold requests)."""
+        self._cache.clear()
+
     def _remember(self, key: tuple[Any, ...], top: S.TopTokens) -> None:
         if self.cache_size <= 0:
             return

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from neuron_explainer.models.transformer import Transformer, hook_name
+from neuron_explainer.models.transformer import MODEL_LOCATIONS, Transformer, hook_name
 
 # An index into one prompt's activation tensor; None means "all positions along this axis".
 Index = tuple[int | None, ...]
@@ -27,6 +27,8 @@ Pass = Literal["forward", "backward"]
 
 # Locations whose per-prompt layout differs from the model's batched one.
 _PAIR_LOCATIONS = ("attn.qk_logits", "attn.qk_probs")  # model (b, h, q, k) -> API (q, k, h)
+# Locations after the last block (the final norm, the logits).
+_FINAL_LOCATIONS = {loc for loc in MODEL_LOCATIONS if loc != "resid.post_emb"}
 
 
 @dataclass(frozen=True)
@@ -173,9 +175,18 @@ def run(
         # Weights may be frozen (the server freezes them: it only wants activation gradients),
         # so make the first activation a leaf that requires grad.
         fwd.setdefault("resid.post_emb", []).insert(0, _require_grad)
+    # The loss reads the last token's logits only: unless something records, traces or ablates
+    # the final norm or the logits elsewhere, unembed that token alone (the unembedding is the
+    # largest matmul of a short prompt, forward and backward).
+    touched = {s.location for s in (*record, *record_grads, *_trace_sites(model, requests))}
+    touched |= {a.site.location for r in requests for a in r.ablations}
+    last_only = not touched & _FINAL_LOCATIONS
+    logit_positions = torch.tensor([[n - 1] for n in lengths], device=device) if last_only else None
     with torch.set_grad_enabled(needs_grad), model.hooks(fwd=fwd, bwd=bwd):
-        logits = model(tokens, pad=pad)
-        losses = [_loss(r.loss, logits[row, lengths[row] - 1]) for row, r in enumerate(requests)]
+        logits = model(tokens, pad=pad, logit_positions=logit_positions)
+        losses = [
+            _loss(r.loss, logits[row, 0 if last_only else lengths[row] - 1]) for row, r in enumerate(requests)
+        ]
         traced = [
             None if r.trace is None else _traced(model, r.trace, row, losses[row], kept)
             for row, r in enumerate(requests)
