@@ -89,8 +89,10 @@ def test_outputs_and_gradients_are_unchanged(model: Transformer) -> None:
     finally:
         model.detach_all()
     torch.testing.assert_close(with_coders[0], plain[0], atol=1e-5, rtol=1e-5)
-    # the error term is added back in float: outputs move by rounding, gradients a little more
-    torch.testing.assert_close(with_coders[1], plain[1], atol=1e-4, rtol=1e-4)
+    # the error term is added back in float: outputs move by rounding, gradients (a sum over the
+    # whole vocabulary) a little more, so their tolerance is relative to their own scale
+    scale = float(plain[1].abs().max())
+    torch.testing.assert_close(with_coders[1], plain[1], atol=1e-4 * scale, rtol=1e-4)
 
 
 def test_latents_are_the_coders_encoding_of_what_it_reads(model: Transformer) -> None:
