@@ -5,8 +5,12 @@ shuffling, and one-line errors."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -115,3 +119,43 @@ def test_errors_are_one_line(files: dict[str, Path], monkeypatch: pytest.MonkeyP
         list(iter_sequences(Corpus(dataset="someone/not-cached-anywhere"), tok, 8))
     message = str(info.value)
     assert "\n" not in message and "--corpus FILE.parquet" in message
+
+
+def test_hub_dataset_streams_through_hf_endpoint(http_server: Any, tmp_path: Path) -> None:
+    """`--hf-dataset owner/name` over the hub's HTTP API (the local fake hub, reached as a real
+    hub is: HF_ENDPOINT in a fresh process): its Parquet shards stream in file order, per split,
+    and give the sequences the same files give locally."""
+    from fake_hub import FakeHub
+
+    hub = FakeHub(http_server)
+    shards = {"train": [DOCS[:2], DOCS[2:5]], "validation": [DOCS[5:]]}
+    local: dict[str, list[str]] = {}
+    for split, parts in shards.items():
+        for i, docs in enumerate(parts):
+            path = tmp_path / f"{split}-{i:05d}-of-{len(parts):05d}.parquet"
+            pq.write_table(pa.table({"text": docs}), path)
+            hub.add_file("owner/corpus", f"data/{path.name}", path.read_bytes(), repo_type="dataset")
+            local.setdefault(split, []).append(str(path))
+    code = (
+        "import json, sys\n"
+        "from neuron_explainer.activations.corpus import Corpus, iter_sequences\n"
+        "from neuron_explainer.models.tokenizer import get_tokenizer\n"
+        "split = sys.argv[1]\n"
+        "print(json.dumps(list(iter_sequences(Corpus(dataset='owner/corpus', split=split), get_tokenizer(), 8))))\n"
+    )
+    env = {
+        **os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HUB_CACHE": str(tmp_path / "hub_cache"),
+        "HF_DATASETS_CACHE": str(tmp_path / "datasets_cache"), "HF_HUB_DISABLE_TELEMETRY": "1",
+        "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+    }
+    env.pop("HF_HUB_OFFLINE", None)
+    env.pop("HF_DATASETS_OFFLINE", None)
+    enc = get_tokenizer()
+    for split in shards:
+        run = subprocess.run([sys.executable, "-c", code, split], env=env, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-2000:]
+        streamed = json.loads(run.stdout.splitlines()[-1])
+        expected = list(iter_sequences(Corpus(files=tuple(local[split])), enc, 8))
+        assert streamed == expected and len(expected) > 0
+    served = {p.rsplit("/", 1)[-1] for p in hub.downloads()}
+    assert served >= {Path(f).name for files in local.values() for f in files}
