@@ -1,6 +1,7 @@
 """Every family against `transformers` itself: random small checkpoints saved in the Hugging Face
 layout, loaded by us, compared on logits, input gradients, every layer's residual stream,
-attention probabilities and batching (offline, CPU, fp32; bf16/fp16 against our fp32)."""
+attention probabilities and batching (offline, CPU, fp32; bf16/fp16 against our fp32 and
+against `transformers` in the same dtype)."""
 
 from __future__ import annotations
 
@@ -132,6 +133,25 @@ def test_half_precision_runs_close_to_fp32(pair: tuple[str, Transformer, Any, Pa
         reference, got = ours(x), low(x).float()
     assert torch.isfinite(got).all()
     assert (got - reference).abs().max() < 0.05 * reference.abs().max() + 0.05
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_errs_no_more_than_transformers(pair: tuple[str, Transformer, Any, Path], dtype: torch.dtype) -> None:
+    """In bf16 / fp16 our logits stray from the fp32 ones no further than `transformers`' own
+    forward in the same dtype does (rounding differs op by op, so the bound is its error
+    doubled, not equality)."""
+    import copy
+
+    _, ours, hf, folder = pair
+    low = load_model(folder, dtype=dtype)
+    hf_low = copy.deepcopy(hf).to(dtype)
+    x = toks()
+    with torch.no_grad():
+        reference = ours(x)
+        ours_err = float((low(x).float() - reference).abs().max())
+        hf_err = float((hf_low(x).logits.float() - reference).abs().max())
+    assert hf_err > 0  # the dtype really rounds
+    assert ours_err <= 2 * hf_err + 1e-3, (ours_err, hf_err)
 
 
 def test_save_and_reload_is_exact(pair: tuple[str, Transformer, Any, Path], tmp_path: Path) -> None:
