@@ -14,6 +14,15 @@ describe("matchRoute", () => {
     });
   });
 
+  it("finds the node pages of residual-stream SAE latents and transcoder latents", () => {
+    expect(matchRoute("/demo/residual_autoencoder_latent/1/3")).toEqual({
+      page: "node", model: "demo", nodeType: "residual_autoencoder_latent", layer: 1, index: 3,
+    });
+    expect(matchRoute(nodePagePath("demo", "transcoder_latent", 2, 40))).toEqual({
+      page: "node", model: "demo", nodeType: "transcoder_latent", layer: 2, index: 40,
+    });
+  });
+
   it("says not found for anything else", () => {
     for (const path of ["/x", "/m/tdb/extra", "/m/bogus_type/1/2", "/m/mlp_neuron/-1/2", "/m/mlp_neuron/1/2.5", "/m/mlp_neuron/1"]) {
       expect(matchRoute(path).page).toBe("notFound");

@@ -1,4 +1,4 @@
-// Hand-written routing over the History API: three pages, no dependency.
+// Hand-written routing over the History API: four pages, no dependency.
 import { useSyncExternalStore } from "react";
 
 export const NODE_PAGE_TYPES = [
@@ -9,6 +9,9 @@ export const NODE_PAGE_TYPES = [
   // an attention latent seen through the token pairs its input comes from (the original
   // client's page for every attention latent)
   "autoencoder_latent_by_token_pair",
+  // not in the original client: residual-stream SAE latents and transcoder latents
+  "residual_autoencoder_latent",
+  "transcoder_latent",
 ] as const;
 export type NodePageType = (typeof NODE_PAGE_TYPES)[number];
 

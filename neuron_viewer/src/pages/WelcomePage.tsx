@@ -14,6 +14,8 @@ import { capitalize, datasetName, nodeTypeName, promptDst } from "../state/nodes
 interface NodeCount {
   nodeType: NodePageType;
   perLayer: number;
+  /** Layers that have these nodes (SAEs and transcoders may sit on some layers only). */
+  layers: number;
 }
 
 /** Whether `index` exists in layer 0: a 400 from the server means out of range. */
@@ -40,15 +42,33 @@ export function nodeTypesOf(info: ModelInfo): NodePageType[] {
     "attention_head",
     ...(info.hasMlpAutoencoder ? (["mlp_autoencoder_latent"] as const) : []),
     ...(info.hasAttentionAutoencoder ? (["attention_autoencoder_latent"] as const) : []),
+    ...(info.residualAutoencoderLayers?.length ? (["residual_autoencoder_latent"] as const) : []),
+    ...(info.transcoderLayers?.length ? (["transcoder_latent"] as const) : []),
   ];
 }
 
-/** /model_info does not report widths: found by probing which indices exist (about 2 log2 n requests). */
+/** Widths /model_info reports (the original server's node types it does not). */
+function reportedWidth(nodeType: NodePageType, info: ModelInfo): number | null {
+  if (nodeType === "residual_autoencoder_latent") return info.nResidualAutoencoderLatents ?? null;
+  if (nodeType === "transcoder_latent") return info.nTranscoderLatents ?? null;
+  return null;
+}
+
+function layersWith(nodeType: NodePageType, info: ModelInfo): number {
+  if (nodeType === "residual_autoencoder_latent") return info.residualAutoencoderLayers?.length ?? 0;
+  if (nodeType === "transcoder_latent") return info.transcoderLayers?.length ?? 0;
+  return info.nLayers;
+}
+
+/** Widths /model_info does not report are found by probing which indices exist in layer 0
+ * (about 2 log2 n requests). */
 function useNodeCounts(info: ModelInfo | undefined) {
   return useAsync(info ? `counts:${datasetName(info)}` : null, async (signal): Promise<NodeCount[]> => {
     const counts: NodeCount[] = [];
     for (const nodeType of nodeTypesOf(info as ModelInfo)) {
-      counts.push({ nodeType, perLayer: await countByProbing((i) => indexExists(nodeType, i, signal)) });
+      const width = reportedWidth(nodeType, info as ModelInfo);
+      const perLayer = width ?? (await countByProbing((i) => indexExists(nodeType, i, signal)));
+      counts.push({ nodeType, perLayer, layers: layersWith(nodeType, info as ModelInfo) });
     }
     return counts;
   });
@@ -112,7 +132,7 @@ function ModelSummary({ info }: { info: ModelInfo }) {
           <div key={c.nodeType} className="fact" data-testid={`count-${c.nodeType}`}>
             <dt>{capitalize(nodeTypeName(c.nodeType))}s</dt>
             <dd>
-              {c.perLayer} per layer, {c.perLayer * info.nLayers} in all
+              {c.perLayer} per layer, {c.perLayer * c.layers} in all{c.layers < info.nLayers && ` (${c.layers} layers)`}
             </dd>
           </div>
         ))}
