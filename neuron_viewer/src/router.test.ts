@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { debuggerPath, matchRoute, nodePagePath } from "./router";
+import { debuggerPath, graphPath, matchRoute, nodePagePath } from "./router";
 
 describe("matchRoute", () => {
   it("finds the three pages", () => {
@@ -21,6 +21,11 @@ describe("matchRoute", () => {
     expect(matchRoute(nodePagePath("demo", "transcoder_latent", 2, 40))).toEqual({
       page: "node", model: "demo", nodeType: "transcoder_latent", layer: 2, index: 40,
     });
+  });
+
+  it("finds the graph page", () => {
+    expect(matchRoute("/demo/graph")).toEqual({ page: "graph", model: "demo" });
+    expect(graphPath("my model", "prompt=a")).toBe("/my%20model/graph?prompt=a");
   });
 
   it("says not found for anything else", () => {

@@ -7,7 +7,8 @@ import { Link } from "../components/Link";
 import { ErrorNote, Loading, Section } from "../components/Notes";
 import { countByProbing } from "../lib/countNodes";
 import { useAsync } from "../lib/useAsync";
-import { debuggerPath, navigate, nodePagePath, type NodePageType } from "../router";
+import { debuggerPath, graphPath, navigate, nodePagePath, type NodePageType } from "../router";
+import { graphLinkFor } from "../graph/graphLinks";
 import { DEFAULT_STATE, serializeDebuggerState } from "../state/debuggerState";
 import { capitalize, datasetName, nodeTypeName, promptDst } from "../state/nodes";
 
@@ -177,6 +178,14 @@ export function WelcomePage() {
             Open the debugger on an example prompt
           </Link>{" "}
           <span className="muted small">({JSON.stringify(DEFAULT_STATE.prompt)}: “{DEFAULT_STATE.targets[0]}” vs “{DEFAULT_STATE.distractors[0]}”)</span>
+        </p>
+        <p>
+          <Link data-testid="graph-link" href={graphPath(model, graphLinkFor(DEFAULT_STATE))}>
+            Attribution graph of the example prompt
+          </Link>{" "}
+          <span className="muted small">
+            (which transcoder features carry the prediction, token by token and layer by layer; needs a server with transcoders{info.data.transcoderLayers?.length ? "" : ", which this one has not"})
+          </span>
         </p>
       </Section>
       <ModelSummary info={info.data} />

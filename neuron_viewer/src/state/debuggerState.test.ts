@@ -176,4 +176,10 @@ describe("transcoder and residual-stream latents in the URL", () => {
     expect(parseDebuggerState("?resid=yes").residual).toBe(false);
     expect(parseDebuggerState("?mlp=bogus").mlp).toBe("neuron");
   });
+
+  it("round-trips no distractor (the target's logit alone) as an empty one", () => {
+    const state = { ...DEFAULT_STATE, distractors: [] };
+    expect(new URLSearchParams(serializeDebuggerState(state)).getAll("distractor")).toEqual([""]);
+    expect(parseDebuggerState(serializeDebuggerState(state)).distractors).toEqual([]);
+  });
 });

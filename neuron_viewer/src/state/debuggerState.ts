@@ -120,6 +120,8 @@ export function serializeDebuggerState(state: DebuggerState): string {
   q.set("prompt", state.prompt);
   state.targets.forEach((t) => q.append("target", t));
   state.distractors.forEach((t) => q.append("distractor", t));
+  // no distractor (the target's logit alone) is written as an empty one: absent means the default
+  if (state.distractors.length === 0) q.set("distractor", "");
   if (state.mlp !== DEFAULT_STATE.mlp) q.set("mlp", state.mlp);
   if (state.attn !== DEFAULT_STATE.attn) q.set("attn", state.attn);
   if (state.residual) q.set("resid", "1");
