@@ -45,7 +45,7 @@ describe.runIf(hasTranscoders)("attribution graph page", () => {
     expect(embeddings).toBeGreaterThanOrEqual(13);
     expect(await page.locator('[data-testid="graph-node"][data-kind="logit"]').count()).toBeGreaterThan(0);
     expect(await firstFeature().count()).toBeGreaterThan(5);
-    expect(await page.getByTestId("graph-link").count()).toBeGreaterThan(10);
+    expect(await page.getByTestId("graph-edge").count()).toBeGreaterThan(10);
     // logits above the embeddings (SVG y grows downwards)
     const y = async (kind: string) => Number(await page.locator(`[data-testid="graph-node"][data-kind="${kind}"] rect`).first().getAttribute("y"));
     expect(await y("logit")).toBeLessThan(await y("embedding"));

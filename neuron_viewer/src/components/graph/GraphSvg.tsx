@@ -41,7 +41,7 @@ const Links = memo(function Links({ links, layout, max, emphasized }: { links: G
         return (
           <path
             key={`${l.source}>${l.target}`}
-            data-testid="graph-link"
+            data-testid="graph-edge"
             d={linkPath(from, to)}
             fill="none"
             stroke={l.weight >= 0 ? POSITIVE : NEGATIVE}
