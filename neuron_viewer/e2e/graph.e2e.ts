@@ -130,6 +130,16 @@ describe.runIf(hasTranscoders)("attribution graph page", () => {
     await page.getByTestId("graph-svg").waitFor({ timeout: GRAPH_TIMEOUT });
   });
 
+  it("shows the server's refusal: a distractor without a target", async () => {
+    await page.getByTestId("graph-target").fill("");
+    await page.getByTestId("graph-distractor").fill(" John");
+    await page.getByTestId("graph-run").click();
+    await page.waitForURL((url) => !url.searchParams.has("target") && url.searchParams.get("distractor") === " John");
+    const note = page.locator(".error-note").filter({ hasText: "needs targetTokens" });
+    await note.waitFor();
+    expect(await note.textContent()).toContain("400");
+  });
+
   it("loads a graph file", async () => {
     const response = await fetch(`${baseUrl}/attribution_graph`, {
       method: "POST",

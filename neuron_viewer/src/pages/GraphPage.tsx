@@ -81,7 +81,9 @@ export function GraphPage({ model }: { model: string }) {
         defaultPrompt={EXAMPLE_PROMPT}
         onSubmit={(request) => {
           setLoaded(null);
-          setState({ ...state, request });
+          // node ids are per prompt: another prompt's pins would name other nodes
+          const samePrompt = request.prompt === state.request?.prompt;
+          setState({ request, view: samePrompt ? state.view : { ...state.view, pinned: [], supernodes: [] } });
         }}
         onLoad={(file, name) => {
           setLoaded({ graph: file, name });

@@ -32,7 +32,7 @@ export function GraphForm({ initial, defaultPrompt, onSubmit, onLoad }: Props) {
     onSubmit({
       prompt,
       targets: parseTokenList(targets),
-      distractors: parseTokenList(targets).length > 0 ? parseTokenList(distractors) : [],
+      distractors: parseTokenList(distractors), // without targets the server refuses them, saying why
       maxFeatureNodes: numberOr(maxFeatures, DEFAULT_REQUEST.maxFeatureNodes, (x) => Number.isInteger(x) && x >= 1),
       serverThresholds: {
         node: numberOr(serverNode, DEFAULT_REQUEST.serverThresholds.node, fraction),
