@@ -119,6 +119,11 @@ describe.runIf(hasTranscoders)("attribution graph page", () => {
     if (EXPECT_RECORDS) expect(await records.getByTestId("record-sequence").count()).toBeGreaterThan(0);
   });
 
+  it("is linked from the welcome page", async () => {
+    await page.goto(`${baseUrl}/`);
+    expect(await page.getByTestId("graph-link").getAttribute("href")).toMatch(new RegExp(`^/${model}/graph\\?prompt=`));
+  });
+
   it("is linked from the debugger with its prompt", async () => {
     await page.goto(`${baseUrl}/${model}/tdb`);
     await settled(page);

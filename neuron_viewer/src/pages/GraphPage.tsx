@@ -64,7 +64,8 @@ export function GraphPage({ model }: { model: string }) {
   );
   const byId = useMemo(() => new Map((graph?.nodes ?? []).map((n) => [n.node_id, n])), [graph]);
   const focus = focusId ? (byId.get(focusId) ?? null) : null;
-  const tokens = loaded ? undefined : (state.request ?? undefined);
+  // the debugger ablation keeps the target and distractor the graph was asked for
+  const asked = loaded ? undefined : (state.request ?? undefined);
 
   const onClick = (node: GraphNode, event: MouseEvent) => {
     if (event.shiftKey) return setView(togglePin(state.view, node.node_id));
@@ -133,7 +134,7 @@ export function GraphPage({ model }: { model: string }) {
                   dataset={model}
                   pinned={state.view.pinned.includes(focus.node_id)}
                   nodePage={graphNodePagePath(model, graph, focus)}
-                  ablateLink={ablateInDebuggerPath(model, graph, focus, tokens)}
+                  ablateLink={ablateInDebuggerPath(model, graph, focus, asked)}
                   onTogglePin={() => setView(togglePin(state.view, focus.node_id))}
                 />
               ) : (

@@ -55,10 +55,11 @@ function reportedWidth(nodeType: NodePageType, info: ModelInfo): number | null {
   return null;
 }
 
-function layersWith(nodeType: NodePageType, info: ModelInfo): number {
-  if (nodeType === "residual_autoencoder_latent") return info.residualAutoencoderLayers?.length ?? 0;
-  if (nodeType === "transcoder_latent") return info.transcoderLayers?.length ?? 0;
-  return info.nLayers;
+/** The layers that have nodes of this type (SAEs and transcoders may sit on some layers only). */
+function layersWith(nodeType: NodePageType, info: ModelInfo): number[] {
+  if (nodeType === "residual_autoencoder_latent") return info.residualAutoencoderLayers ?? [];
+  if (nodeType === "transcoder_latent") return info.transcoderLayers ?? [];
+  return Array.from({ length: info.nLayers }, (_, l) => l);
 }
 
 /** Widths /model_info does not report are found by probing which indices exist in layer 0
@@ -69,7 +70,7 @@ function useNodeCounts(info: ModelInfo | undefined) {
     for (const nodeType of nodeTypesOf(info as ModelInfo)) {
       const width = reportedWidth(nodeType, info as ModelInfo);
       const perLayer = width ?? (await countByProbing((i) => indexExists(nodeType, i, signal)));
-      counts.push({ nodeType, perLayer, layers: layersWith(nodeType, info as ModelInfo) });
+      counts.push({ nodeType, perLayer, layers: layersWith(nodeType, info as ModelInfo).length });
     }
     return counts;
   });
@@ -90,7 +91,16 @@ function NodeSearch({ model, info }: { model: string; info: ModelInfo }) {
         if (valid) navigate(nodePagePath(model, nodeType, layer, Number(index)));
       }}
     >
-      <select aria-label="node type" value={nodeType} onChange={(e) => setNodeType(e.target.value as NodePageType)}>
+      <select
+        aria-label="node type"
+        value={nodeType}
+        onChange={(e) => {
+          const next = e.target.value as NodePageType;
+          const layers = layersWith(next, info);
+          setNodeType(next);
+          if (!layers.includes(layer)) setLayer(layers[0] ?? 0);
+        }}
+      >
         {types.map((t) => (
           <option key={t} value={t}>
             {nodeTypeName(t)}
@@ -100,7 +110,7 @@ function NodeSearch({ model, info }: { model: string; info: ModelInfo }) {
       <label className="field-inline">
         layer
         <select aria-label="layer" value={layer} onChange={(e) => setLayer(Number(e.target.value))}>
-          {Array.from({ length: info.nLayers }, (_, l) => (
+          {layersWith(nodeType, info).map((l) => (
             <option key={l} value={l}>
               {l}
             </option>
