@@ -29,6 +29,9 @@ declare module "vitest" {
     expectedCounts: { heads: number; neurons: number; latents: number } | null;
     /** Tokens of the prompt the node page test types, BOS included. */
     typedPromptTokens: number;
+    /** What /model_info says is attached: transcoders and residual-stream SAEs (the demo has both). */
+    hasTranscoders: boolean;
+    hasResidualSaes: boolean;
   }
 }
 
@@ -108,8 +111,13 @@ export default async function setup(project: TestProject) {
   project.provide("baseUrl", baseUrl);
   project.provide("expectedCounts", facts ? { heads: facts.heads, neurons: facts.neurons, latents: facts.latents } : EXPECTED_COUNTS);
   project.provide("typedPromptTokens", facts ? facts.typedPromptTokens : TYPED_PROMPT_TOKENS);
-  const info = (await (await fetch(`${baseUrl}/model_info`, { method: "POST" })).json()) as Parameters<typeof datasetName>[0];
+  const info = (await (await fetch(`${baseUrl}/model_info`, { method: "POST" })).json()) as Parameters<typeof datasetName>[0] & {
+    transcoderLayers?: number[] | null;
+    residualAutoencoderLayers?: number[] | null;
+  };
   project.provide("modelName", datasetName(info));
+  project.provide("hasTranscoders", (info.transcoderLayers?.length ?? 0) > 0);
+  project.provide("hasResidualSaes", (info.residualAutoencoderLayers?.length ?? 0) > 0);
   return async () => {
     await stop(server);
     log.end();

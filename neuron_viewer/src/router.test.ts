@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { debuggerPath, matchRoute, nodePagePath } from "./router";
+import { debuggerPath, graphPath, matchRoute, nodePagePath } from "./router";
 
 describe("matchRoute", () => {
   it("finds the three pages", () => {
@@ -12,6 +12,20 @@ describe("matchRoute", () => {
     expect(matchRoute("/m_ae1_ae2/autoencoder_latent_by_token_pair/2/17")).toEqual({
       page: "node", model: "m_ae1_ae2", nodeType: "autoencoder_latent_by_token_pair", layer: 2, index: 17,
     });
+  });
+
+  it("finds the node pages of residual-stream SAE latents and transcoder latents", () => {
+    expect(matchRoute("/demo/residual_autoencoder_latent/1/3")).toEqual({
+      page: "node", model: "demo", nodeType: "residual_autoencoder_latent", layer: 1, index: 3,
+    });
+    expect(matchRoute(nodePagePath("demo", "transcoder_latent", 2, 40))).toEqual({
+      page: "node", model: "demo", nodeType: "transcoder_latent", layer: 2, index: 40,
+    });
+  });
+
+  it("finds the graph page", () => {
+    expect(matchRoute("/demo/graph")).toEqual({ page: "graph", model: "demo" });
+    expect(graphPath("my model", "prompt=a")).toBe("/my%20model/graph?prompt=a");
   });
 
   it("says not found for anything else", () => {

@@ -1,4 +1,4 @@
-// Hand-written routing over the History API: three pages, no dependency.
+// Hand-written routing over the History API: four pages, no dependency.
 import { useSyncExternalStore } from "react";
 
 export const NODE_PAGE_TYPES = [
@@ -9,12 +9,16 @@ export const NODE_PAGE_TYPES = [
   // an attention latent seen through the token pairs its input comes from (the original
   // client's page for every attention latent)
   "autoencoder_latent_by_token_pair",
+  // not in the original client: residual-stream SAE latents and transcoder latents
+  "residual_autoencoder_latent",
+  "transcoder_latent",
 ] as const;
 export type NodePageType = (typeof NODE_PAGE_TYPES)[number];
 
 export type Route =
   | { page: "welcome" }
   | { page: "debugger"; model: string }
+  | { page: "graph"; model: string }
   | { page: "node"; model: string; nodeType: NodePageType; layer: number; index: number }
   | { page: "notFound"; path: string };
 
@@ -26,7 +30,8 @@ function nonNegativeInt(s: string): number | null {
   return /^\d+$/.test(s) ? Number(s) : null;
 }
 
-/** `/`, `/<model>/tdb` (or the original's `tdb_alpha`), `/<model>/<nodeType>/<layer>/<index>`. */
+/** `/`, `/<model>/tdb` (or the original's `tdb_alpha`), `/<model>/graph`,
+ * `/<model>/<nodeType>/<layer>/<index>`. */
 export function matchRoute(pathname: string): Route {
   const parts = pathname.split("/").filter(Boolean).map(decodeURIComponent);
   if (parts.length === 0) return { page: "welcome" };
@@ -34,6 +39,7 @@ export function matchRoute(pathname: string): Route {
   if (parts.length === 2 && model && (second === "tdb" || second === "tdb_alpha")) {
     return { page: "debugger", model };
   }
+  if (parts.length === 2 && model && second === "graph") return { page: "graph", model };
   if (parts.length === 4 && model && second && isNodePageType(second)) {
     const l = nonNegativeInt(layer ?? "");
     const i = nonNegativeInt(index ?? "");
@@ -44,6 +50,10 @@ export function matchRoute(pathname: string): Route {
 
 export function debuggerPath(model: string, search = ""): string {
   return `/${encodeURIComponent(model)}/tdb${search && !search.startsWith("?") ? `?${search}` : search}`;
+}
+
+export function graphPath(model: string, search = ""): string {
+  return `/${encodeURIComponent(model)}/graph${search && !search.startsWith("?") ? `?${search}` : search}`;
 }
 
 export function nodePagePath(model: string, nodeType: NodePageType, layer: number, index: number, search = ""): string {

@@ -74,6 +74,8 @@ export const api = {
     call("/explain", o, (signal) => client.POST("/explain", { body, signal })),
   score: (body: Schemas["ScoreRequest"], o: CallOptions = {}) =>
     call("/score", o, (signal) => client.POST("/score", { body, signal })),
+  attributionGraph: (body: Schemas["AttributionGraphRequest"], o: CallOptions = {}) =>
+    call("/attribution_graph", o, (signal) => client.POST("/attribution_graph", { body, signal })),
   neuronDatasetsMetadata: (o: CallOptions = {}) =>
     call("/neuron_datasets_metadata", o, (signal) => client.POST("/neuron_datasets_metadata", { signal })),
 };

@@ -3,7 +3,11 @@ import type { DebuggerState } from "../state/debuggerState";
 
 const K_CHOICES = [5, 10, 20, 30, 50, 100];
 
-/** MLP neurons <-> MLP latents, heads <-> attention latents (with autoencoders), and k. */
+const hasTranscoders = (info: ModelInfo) => (info.transcoderLayers?.length ?? 0) > 0;
+const hasResidualSaes = (info: ModelInfo) => (info.residualAutoencoderLayers?.length ?? 0) > 0;
+
+/** MLP neurons / MLP latents / transcoder latents, heads / attention latents, residual-stream
+ * SAE latents on or off (each offered when the server has the autoencoders), and k. */
 export function DebuggerControls({ state, info, onChange }: { state: DebuggerState; info: ModelInfo; onChange: (next: DebuggerState) => void }) {
   const kChoices = K_CHOICES.includes(state.k) ? K_CHOICES : [...K_CHOICES, state.k].sort((a, b) => a - b);
   return (
@@ -22,6 +26,16 @@ export function DebuggerControls({ state, info, onChange }: { state: DebuggerSta
         >
           latents
         </button>
+        <button
+          type="button"
+          data-testid="mlp-transcoders"
+          aria-pressed={state.mlp === "transcoder_latent"}
+          disabled={!hasTranscoders(info)}
+          title={hasTranscoders(info) ? `transcoders on layers ${info.transcoderLayers?.join(", ")}` : "no transcoders are loaded"}
+          onClick={() => onChange({ ...state, mlp: "transcoder_latent" })}
+        >
+          transcoder latents
+        </button>
       </fieldset>
       <fieldset className="toggle" title={info.hasAttentionAutoencoder ? "" : "no attention autoencoder is loaded"}>
         <legend>Attention</legend>
@@ -38,6 +52,19 @@ export function DebuggerControls({ state, info, onChange }: { state: DebuggerSta
           latents
         </button>
       </fieldset>
+      <label
+        className="field-inline"
+        title={hasResidualSaes(info) ? `residual-stream SAEs on layers ${info.residualAutoencoderLayers?.join(", ")}` : "no residual-stream SAEs are loaded"}
+      >
+        <input
+          type="checkbox"
+          data-testid="residual-latents"
+          checked={state.residual}
+          disabled={!hasResidualSaes(info) && !state.residual}
+          onChange={(e) => onChange({ ...state, residual: e.target.checked })}
+        />
+        residual-stream SAE latents
+      </label>
       <label className="field-inline">
         top and bottom
         <select data-testid="k-select" value={state.k} onChange={(e) => onChange({ ...state, k: Number(e.target.value) })}>

@@ -44,6 +44,7 @@ const FILTERS: { value: KindFilter; label: string }[] = [
   { value: "all", label: "all" },
   { value: "attention", label: "attention" },
   { value: "mlp", label: "MLP" },
+  { value: "residual", label: "residual" },
   { value: "embedding", label: "embeddings" },
 ];
 
@@ -75,7 +76,7 @@ export function NodeTable({ view, state, model, explanations, explanationsUnavai
     <div className="card node-table-card">
       <div className="row table-toolbar">
         <span className="toggle" role="group" aria-label="Show">
-          {FILTERS.map((f) => (
+          {FILTERS.filter((f) => f.value !== "residual" || (counts.residual ?? 0) > 0 || state.filter === "residual").map((f) => (
             <button
               key={f.value}
               type="button"

@@ -98,7 +98,7 @@ export function TokenSummaryPanel({ view }: { view: TdbView }) {
   );
 }
 
-const KIND_NAMES: Record<LayerSumRow["kind"], string> = { embedding: "embeddings", mlp: "MLP", attention: "attention", other: "other" };
+const KIND_NAMES: Record<LayerSumRow["kind"], string> = { embedding: "embeddings", mlp: "MLP", attention: "attention", residual: "residual stream", other: "other" };
 
 /** Per layer and kind: what all its nodes add up to, and how many of them are in the table. */
 export function LayerSummaryPanel({ view }: { view: TdbView }) {

@@ -9,7 +9,9 @@ import { ErrorNote, Loading } from "../components/Notes";
 import { PromptForm, type PromptInput } from "../components/PromptForm";
 import { LayerSummaryPanel, LogitsPanel, TokenSummaryPanel } from "../components/SummaryPanels";
 import { useAsync } from "../lib/useAsync";
-import { debuggerPath, navigate, useLocation } from "../router";
+import { Link } from "../components/Link";
+import { graphLinkFor } from "../graph/graphLinks";
+import { debuggerPath, graphPath, navigate, useLocation } from "../router";
 import { parseDebuggerState, requestKey, serializeDebuggerState, type DebuggerState } from "../state/debuggerState";
 import { nodeKind } from "../state/nodes";
 import { buildTdbRequest } from "../state/tdbRequest";
@@ -58,6 +60,11 @@ export function DebuggerPage({ model }: { model: string }) {
         onSubmit={submitPrompt}
       />
       <DebuggerControls state={state} info={info.data} onChange={setState} />
+      <p className="small">
+        <Link data-testid="graph-link" href={graphPath(model, graphLinkFor(state))}>
+          attribution graph of this prompt
+        </Link>
+      </p>
       <AblationsAndTrace state={state} tokens={view?.tokens ?? []} onChange={setState} />
       {tdb.error !== undefined && <ErrorNote title="The node table could not be computed:" error={tdb.error} />}
       {tdb.loading && !view && <Loading>computing the node table…</Loading>}

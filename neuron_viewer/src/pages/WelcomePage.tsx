@@ -7,13 +7,16 @@ import { Link } from "../components/Link";
 import { ErrorNote, Loading, Section } from "../components/Notes";
 import { countByProbing } from "../lib/countNodes";
 import { useAsync } from "../lib/useAsync";
-import { debuggerPath, navigate, nodePagePath, type NodePageType } from "../router";
+import { debuggerPath, graphPath, navigate, nodePagePath, type NodePageType } from "../router";
+import { graphLinkFor } from "../graph/graphLinks";
 import { DEFAULT_STATE, serializeDebuggerState } from "../state/debuggerState";
 import { capitalize, datasetName, nodeTypeName, promptDst } from "../state/nodes";
 
 interface NodeCount {
   nodeType: NodePageType;
   perLayer: number;
+  /** Layers that have these nodes (SAEs and transcoders may sit on some layers only). */
+  layers: number;
 }
 
 /** Whether `index` exists in layer 0: a 400 from the server means out of range. */
@@ -40,15 +43,34 @@ export function nodeTypesOf(info: ModelInfo): NodePageType[] {
     "attention_head",
     ...(info.hasMlpAutoencoder ? (["mlp_autoencoder_latent"] as const) : []),
     ...(info.hasAttentionAutoencoder ? (["attention_autoencoder_latent"] as const) : []),
+    ...(info.residualAutoencoderLayers?.length ? (["residual_autoencoder_latent"] as const) : []),
+    ...(info.transcoderLayers?.length ? (["transcoder_latent"] as const) : []),
   ];
 }
 
-/** /model_info does not report widths: found by probing which indices exist (about 2 log2 n requests). */
+/** Widths /model_info reports (the original server's node types it does not). */
+function reportedWidth(nodeType: NodePageType, info: ModelInfo): number | null {
+  if (nodeType === "residual_autoencoder_latent") return info.nResidualAutoencoderLatents ?? null;
+  if (nodeType === "transcoder_latent") return info.nTranscoderLatents ?? null;
+  return null;
+}
+
+/** The layers that have nodes of this type (SAEs and transcoders may sit on some layers only). */
+function layersWith(nodeType: NodePageType, info: ModelInfo): number[] {
+  if (nodeType === "residual_autoencoder_latent") return info.residualAutoencoderLayers ?? [];
+  if (nodeType === "transcoder_latent") return info.transcoderLayers ?? [];
+  return Array.from({ length: info.nLayers }, (_, l) => l);
+}
+
+/** Widths /model_info does not report are found by probing which indices exist in layer 0
+ * (about 2 log2 n requests). */
 function useNodeCounts(info: ModelInfo | undefined) {
   return useAsync(info ? `counts:${datasetName(info)}` : null, async (signal): Promise<NodeCount[]> => {
     const counts: NodeCount[] = [];
     for (const nodeType of nodeTypesOf(info as ModelInfo)) {
-      counts.push({ nodeType, perLayer: await countByProbing((i) => indexExists(nodeType, i, signal)) });
+      const width = reportedWidth(nodeType, info as ModelInfo);
+      const perLayer = width ?? (await countByProbing((i) => indexExists(nodeType, i, signal)));
+      counts.push({ nodeType, perLayer, layers: layersWith(nodeType, info as ModelInfo).length });
     }
     return counts;
   });
@@ -69,7 +91,16 @@ function NodeSearch({ model, info }: { model: string; info: ModelInfo }) {
         if (valid) navigate(nodePagePath(model, nodeType, layer, Number(index)));
       }}
     >
-      <select aria-label="node type" value={nodeType} onChange={(e) => setNodeType(e.target.value as NodePageType)}>
+      <select
+        aria-label="node type"
+        value={nodeType}
+        onChange={(e) => {
+          const next = e.target.value as NodePageType;
+          const layers = layersWith(next, info);
+          setNodeType(next);
+          if (!layers.includes(layer)) setLayer(layers[0] ?? 0);
+        }}
+      >
         {types.map((t) => (
           <option key={t} value={t}>
             {nodeTypeName(t)}
@@ -79,7 +110,7 @@ function NodeSearch({ model, info }: { model: string; info: ModelInfo }) {
       <label className="field-inline">
         layer
         <select aria-label="layer" value={layer} onChange={(e) => setLayer(Number(e.target.value))}>
-          {Array.from({ length: info.nLayers }, (_, l) => (
+          {layersWith(nodeType, info).map((l) => (
             <option key={l} value={l}>
               {l}
             </option>
@@ -112,7 +143,7 @@ function ModelSummary({ info }: { info: ModelInfo }) {
           <div key={c.nodeType} className="fact" data-testid={`count-${c.nodeType}`}>
             <dt>{capitalize(nodeTypeName(c.nodeType))}s</dt>
             <dd>
-              {c.perLayer} per layer, {c.perLayer * info.nLayers} in all
+              {c.perLayer} per layer, {c.perLayer * c.layers} in all{c.layers < info.nLayers && ` (${c.layers} layers)`}
             </dd>
           </div>
         ))}
@@ -157,6 +188,14 @@ export function WelcomePage() {
             Open the debugger on an example prompt
           </Link>{" "}
           <span className="muted small">({JSON.stringify(DEFAULT_STATE.prompt)}: “{DEFAULT_STATE.targets[0]}” vs “{DEFAULT_STATE.distractors[0]}”)</span>
+        </p>
+        <p>
+          <Link data-testid="graph-link" href={graphPath(model, graphLinkFor(DEFAULT_STATE))}>
+            Attribution graph of the example prompt
+          </Link>{" "}
+          <span className="muted small">
+            (which transcoder features carry the prediction, token by token and layer by layer; needs a server with transcoders{info.data.transcoderLayers?.length ? "" : ", which this one has not"})
+          </span>
         </p>
       </Section>
       <ModelSummary info={info.data} />

@@ -24,6 +24,7 @@ const full: DebuggerState = {
   distractors: [" John"],
   mlp: "autoencoder_latent",
   attn: "autoencoder_latent",
+  residual: true,
   k: 30,
   ablations: [
     { node: head, value: 0 },
@@ -145,5 +146,40 @@ describe("token list inputs", () => {
     expect(parseTokenList(" Mary, Marie")).toEqual([" Mary", " Marie"]);
     expect(parseTokenList(" Mary,,  ")).toEqual([" Mary"]);
     expect(parseTokenList(formatTokenList([" a", "b"]))).toEqual([" a", "b"]);
+  });
+});
+
+describe("transcoder and residual-stream latents in the URL", () => {
+  const transcoder: NodeRef = { nodeType: "transcoder_latent", layerIndex: 2, tensorIndices: [7, 411] };
+  const residual: NodeRef = { nodeType: "residual_autoencoder_latent", layerIndex: 3, tensorIndices: [5, 12] };
+
+  it("round-trips transcoder latents for MLPs, the residual toggle, and their ablations and traces", () => {
+    const state: DebuggerState = {
+      ...DEFAULT_STATE,
+      mlp: "transcoder_latent",
+      residual: true,
+      ablations: [{ node: transcoder, value: 0 }],
+      trace: { node: residual, attentionTraceType: null },
+      filter: "residual",
+    };
+    const search = serializeDebuggerState(state);
+    const q = new URLSearchParams(search);
+    expect(q.get("mlp")).toBe("transcoder_latent");
+    expect(q.get("resid")).toBe("1");
+    expect(q.getAll("ablate")).toEqual(["transcoder_latent:2:7,411"]);
+    expect(q.get("trace")).toBe("residual_autoencoder_latent:3:5,12");
+    expect(parseDebuggerState(search)).toEqual(state);
+  });
+
+  it("leaves the residual toggle out when off, and ignores other values", () => {
+    expect(new URLSearchParams(serializeDebuggerState(DEFAULT_STATE)).has("resid")).toBe(false);
+    expect(parseDebuggerState("?resid=yes").residual).toBe(false);
+    expect(parseDebuggerState("?mlp=bogus").mlp).toBe("neuron");
+  });
+
+  it("round-trips no distractor (the target's logit alone) as an empty one", () => {
+    const state = { ...DEFAULT_STATE, distractors: [] };
+    expect(new URLSearchParams(serializeDebuggerState(state)).getAll("distractor")).toEqual([""]);
+    expect(parseDebuggerState(serializeDebuggerState(state)).distractors).toEqual([]);
   });
 });

@@ -7,7 +7,7 @@ import { nodeKey, parseNodeKey, sameNode, type NodeRef } from "./nodes";
 export type SortKey = "activation" | "writeNorm" | "directEffect" | "totalEffect" | "layer";
 /** desc: largest first; asc: smallest first; abs: largest magnitude first. */
 export type SortDir = "desc" | "asc" | "abs";
-export type KindFilter = "all" | "mlp" | "attention" | "embedding";
+export type KindFilter = "all" | "mlp" | "attention" | "residual" | "embedding";
 
 export interface Ablation {
   node: NodeRef;
@@ -31,6 +31,8 @@ export interface DebuggerState {
   distractors: string[];
   mlp: ComponentTypeForMlp;
   attn: ComponentTypeForAttention;
+  /** Also list the residual-stream SAEs' latents (the server's `includeResidualLatents`). */
+  residual: boolean;
   /** Top and bottom k nodes per node-table column. */
   k: number;
   ablations: Ablation[];
@@ -47,6 +49,7 @@ export const DEFAULT_STATE: DebuggerState = {
   distractors: [" John"],
   mlp: "neuron",
   attn: "attention_head",
+  residual: false,
   k: 10,
   ablations: [],
   trace: null,
@@ -56,7 +59,8 @@ export const DEFAULT_STATE: DebuggerState = {
 
 const SORT_KEYS: SortKey[] = ["activation", "writeNorm", "directEffect", "totalEffect", "layer"];
 const SORT_DIRS: SortDir[] = ["desc", "asc", "abs"];
-const FILTERS: KindFilter[] = ["all", "mlp", "attention", "embedding"];
+const FILTERS: KindFilter[] = ["all", "mlp", "attention", "residual", "embedding"];
+const MLP_TYPES: ComponentTypeForMlp[] = ["neuron", "autoencoder_latent", "transcoder_latent"];
 const TRACE_TYPES: AttentionTraceType[] = ["Q", "K", "QK", "V"];
 const MAX_K = 200;
 
@@ -89,8 +93,9 @@ export function parseDebuggerState(search: string): DebuggerState {
     prompt: q.get("prompt") ?? DEFAULT_STATE.prompt,
     targets: list("target", DEFAULT_STATE.targets),
     distractors: list("distractor", DEFAULT_STATE.distractors),
-    mlp: oneOf(q.get("mlp"), ["neuron", "autoencoder_latent"], DEFAULT_STATE.mlp),
+    mlp: oneOf(q.get("mlp"), MLP_TYPES, DEFAULT_STATE.mlp),
     attn: oneOf(q.get("attn"), ["attention_head", "autoencoder_latent"], DEFAULT_STATE.attn),
+    residual: q.get("resid") === "1",
     k: Number.isInteger(k) && k >= 1 ? Math.min(k, MAX_K) : DEFAULT_STATE.k,
     ablations,
     trace: traceNode ? parseTrace(traceNode, q) : null,
@@ -115,8 +120,11 @@ export function serializeDebuggerState(state: DebuggerState): string {
   q.set("prompt", state.prompt);
   state.targets.forEach((t) => q.append("target", t));
   state.distractors.forEach((t) => q.append("distractor", t));
+  // no distractor (the target's logit alone) is written as an empty one: absent means the default
+  if (state.distractors.length === 0) q.set("distractor", "");
   if (state.mlp !== DEFAULT_STATE.mlp) q.set("mlp", state.mlp);
   if (state.attn !== DEFAULT_STATE.attn) q.set("attn", state.attn);
+  if (state.residual) q.set("resid", "1");
   if (state.k !== DEFAULT_STATE.k) q.set("k", String(state.k));
   state.ablations.forEach((a) => q.append("ablate", formatAblation(a)));
   if (state.trace) {

@@ -1,5 +1,17 @@
 import { describe, expect, it } from "vitest";
-import { componentLabel, datasetName, nodeKey, parseNodeKey, tokenAt, type NodeRef } from "./nodes";
+import {
+  componentLabel,
+  datasetName,
+  isAblatable,
+  nodeKey,
+  nodeKind,
+  nodePageType,
+  parseNodeKey,
+  promptDst,
+  recordDst,
+  tokenAt,
+  type NodeRef,
+} from "./nodes";
 
 describe("node keys", () => {
   it("round-trip", () => {
@@ -42,5 +54,32 @@ describe("labels", () => {
     expect(
       datasetName({ ...base, hasMlpAutoencoder: true, hasAttentionAutoencoder: true, mlpAutoencoderName: "a/b/ae-mlp/", attentionAutoencoderName: "/x/ae-attn" }),
     ).toBe("gpt2-small_ae-mlp_ae-attn");
+  });
+});
+
+describe("residual-stream SAE and transcoder latents", () => {
+  const transcoder: NodeRef = { nodeType: "transcoder_latent", layerIndex: 3, tensorIndices: [9, 423] };
+  const residual: NodeRef = { nodeType: "residual_autoencoder_latent", layerIndex: 1, tensorIndices: [4, 366] };
+
+  it("parse from keys, are labelled and have node pages", () => {
+    expect(parseNodeKey("transcoder_latent:3:9,423")).toEqual(transcoder);
+    expect(parseNodeKey(nodeKey(residual))).toEqual(residual);
+    expect(componentLabel(transcoder)).toBe("transcoder latent 3:423");
+    expect(componentLabel(residual)).toBe("residual latent 1:366");
+    expect(nodePageType("transcoder_latent")).toBe("transcoder_latent");
+    expect(nodePageType("residual_autoencoder_latent")).toBe("residual_autoencoder_latent");
+  });
+
+  it("are an MLP's write and the residual stream, both ablatable", () => {
+    expect(nodeKind("transcoder_latent")).toBe("mlp");
+    expect(nodeKind("residual_autoencoder_latent")).toBe("residual");
+    expect(isAblatable(transcoder) && isAblatable(residual)).toBe(true);
+  });
+
+  it("use the records' dsts and the online dsts on a prompt", () => {
+    expect(recordDst("transcoder_latent")).toBe("transcoder_latent");
+    expect(recordDst("residual_autoencoder_latent")).toBe("residual_autoencoder_latent");
+    expect(promptDst("transcoder_latent")).toBe("online_transcoder_latent");
+    expect(promptDst("residual_autoencoder_latent")).toBe("online_residual_autoencoder_latent");
   });
 });

@@ -9,7 +9,10 @@ export interface NodeRef {
   tensorIndices: (number | null)[];
 }
 
-export type NodeKind = "embedding" | "mlp" | "attention" | "other";
+/** What a node decomposes: the token embeddings, an MLP's write (neurons, MLP latents, transcoder
+ * latents), an attention layer's write (heads, attention latents) or the residual stream itself
+ * (residual-stream SAE latents, which overlap everything written before them). */
+export type NodeKind = "embedding" | "mlp" | "attention" | "residual" | "other";
 
 const KNOWN_NODE_TYPES = [
   "layer",
@@ -18,6 +21,8 @@ const KNOWN_NODE_TYPES = [
   "mlp_autoencoder_latent",
   "attention_autoencoder_latent",
   "autoencoder_latent",
+  "residual_autoencoder_latent",
+  "transcoder_latent",
 ] as const satisfies readonly NodeType[];
 
 export function toNodeRef(index: MirroredNodeIndex): NodeRef {
@@ -56,10 +61,13 @@ export function nodeKind(nodeType: NodeType): NodeKind {
       return "embedding";
     case "mlp_neuron":
     case "mlp_autoencoder_latent":
+    case "transcoder_latent":
       return "mlp";
     case "attention_head":
     case "attention_autoencoder_latent":
       return "attention";
+    case "residual_autoencoder_latent":
+      return "residual";
     default:
       return "other";
   }
@@ -69,9 +77,11 @@ export function isAttentionHead(node: NodeRef): boolean {
   return node.nodeType === "attention_head";
 }
 
-/** Whether the server can ablate or trace it (not embeddings, not vocab tokens). */
+/** Whether the viewer offers to ablate or trace it: MLP, attention and residual-stream nodes
+ * (not embeddings, not vocab tokens). Where the server refuses one, its 400 message is shown. */
 export function isAblatable(node: NodeRef): boolean {
-  return nodeKind(node.nodeType) === "mlp" || nodeKind(node.nodeType) === "attention";
+  const kind = nodeKind(node.nodeType);
+  return kind === "mlp" || kind === "attention" || kind === "residual";
 }
 
 /** The index of the component within its layer: neuron, head or latent. */
@@ -86,6 +96,8 @@ const TYPE_NAMES: Partial<Record<NodeType, string>> = {
   mlp_autoencoder_latent: "MLP latent",
   attention_autoencoder_latent: "attention latent",
   autoencoder_latent_by_token_pair: "attention latent by token pair",
+  residual_autoencoder_latent: "residual latent",
+  transcoder_latent: "transcoder latent",
 };
 
 export function nodeTypeName(nodeType: NodeType): string {
@@ -144,6 +156,8 @@ export function nodePageType(nodeType: NodeType): NodePageType | null {
     case "attention_head":
     case "mlp_autoencoder_latent":
     case "attention_autoencoder_latent":
+    case "residual_autoencoder_latent":
+    case "transcoder_latent":
       return nodeType;
     default:
       return null;
@@ -163,6 +177,10 @@ export function recordDst(nodeType: NodePageType): DerivedScalarType {
       return "attention_autoencoder_latent";
     case "autoencoder_latent_by_token_pair":
       return "flattened_attn_write_to_latent_summed_over_heads";
+    case "residual_autoencoder_latent":
+      return "residual_autoencoder_latent";
+    case "transcoder_latent":
+      return "transcoder_latent";
   }
 }
 
@@ -184,6 +202,10 @@ export function promptDst(nodeType: NodePageType): DerivedScalarType {
       return "online_attention_autoencoder_latent";
     case "autoencoder_latent_by_token_pair":
       return "attn_write_to_latent_summed_over_heads";
+    case "residual_autoencoder_latent":
+      return "online_residual_autoencoder_latent";
+    case "transcoder_latent":
+      return "online_transcoder_latent";
   }
 }
 

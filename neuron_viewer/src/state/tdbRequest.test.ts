@@ -55,4 +55,11 @@ describe("buildTdbRequest", () => {
     const [sub] = buildTdbRequest(traceUpstream(DEFAULT_STATE, neuron)).subRequests;
     expect(sub?.upstreamNodeToTrace).toEqual({ nodeIndex: { nodeType: "mlp_neuron", tensorIndices: [3, 4], layerIndex: 1, passType: "forward" } });
   });
+
+  it("asks for transcoder latents for the MLPs and for residual-stream latents only when toggled on", () => {
+    const [spec] = buildTdbRequest({ ...DEFAULT_STATE, mlp: "transcoder_latent", residual: true }).subRequests;
+    expect(spec?.componentTypeForMlp).toBe("transcoder_latent");
+    expect(spec?.includeResidualLatents).toBe(true);
+    expect(buildTdbRequest(DEFAULT_STATE).subRequests[0]).not.toHaveProperty("includeResidualLatents");
+  });
 });

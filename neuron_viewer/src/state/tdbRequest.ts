@@ -11,6 +11,8 @@ export function buildTdbRequest(state: DebuggerState): BatchedTdbRequest {
     distractorTokens: state.distractors,
     componentTypeForMlp: state.mlp,
     componentTypeForAttention: state.attn,
+    // sent only when asked: a server without residual-stream SAEs need not know the field
+    ...(state.residual ? { includeResidualLatents: true } : {}),
     topAndBottomKForNodeTable: state.k,
     hideEarlyLayersWhenAblating: true,
     nodeAblations: state.ablations.map((a) => ({ nodeIndex: toMirrored(a.node), value: a.value })),

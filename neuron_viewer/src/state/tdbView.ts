@@ -220,7 +220,8 @@ function columnSums(t: TensorND, n: number): number[] {
 function dstKind(dst: string): "embedding" | "mlp" | "attention" | null {
   if (dst.startsWith("resid_post_embedding") || dst === "token_attribution") return "embedding";
   if (dst.includes("attn") || dst.includes("attention")) return "attention";
-  if (dst.includes("mlp")) return "mlp";
+  // a transcoder stands in for its layer's MLP
+  if (dst.includes("mlp") || dst.includes("transcoder")) return "mlp";
   return null;
 }
 
@@ -282,7 +283,7 @@ export function layerSums(main: SubResponse, rows: NodeRow[]): { exact: boolean;
       e.directEffect += row.values.directEffect;
     }
   }
-  const kindOrder: NodeKind[] = ["embedding", "attention", "mlp", "other"];
+  const kindOrder: NodeKind[] = ["embedding", "attention", "mlp", "residual", "other"];
   const sorted = [...byKey.values()].sort(
     (a, b) => (a.layer ?? -1) - (b.layer ?? -1) || kindOrder.indexOf(a.kind) - kindOrder.indexOf(b.kind),
   );

@@ -5,7 +5,12 @@ import { ErrorNote, Loading, Section } from "../Notes";
 import { TopTokenList } from "../TopTokenList";
 import type { NodeId } from "./nodeId";
 
-type ActivationLocation = "mlp.post_act" | "online_autoencoder_latent" | "online_attention_autoencoder_latent";
+type ActivationLocation =
+  | "mlp.post_act"
+  | "online_autoencoder_latent"
+  | "online_attention_autoencoder_latent"
+  | "online_residual_autoencoder_latent"
+  | "online_transcoder_latent";
 
 // as the original client names them: an MLP latent by the generic latent location (the server
 // resolves it to the MLP autoencoder, the one whose input tokens are defined)
@@ -13,11 +18,14 @@ const LOCATION: Partial<Record<NodeId["nodeType"], ActivationLocation>> = {
   mlp_neuron: "mlp.post_act",
   mlp_autoencoder_latent: "online_autoencoder_latent",
   attention_autoencoder_latent: "online_attention_autoencoder_latent",
+  residual_autoencoder_latent: "online_residual_autoencoder_latent",
+  transcoder_latent: "online_transcoder_latent",
 };
 
-/** Input tokens are defined for what reads the MLP's input (the seed's): neurons and MLP latents. */
+/** Input tokens are defined for what reads one residual-stream point: neurons, MLP latents and
+ * transcoder latents (the MLP's input), residual-stream SAE latents (the stream itself). */
 function hasInputTokens(id: NodeId): boolean {
-  return id.nodeType === "mlp_neuron" || id.nodeType === "mlp_autoencoder_latent";
+  return ["mlp_neuron", "mlp_autoencoder_latent", "transcoder_latent", "residual_autoencoder_latent"].includes(id.nodeType);
 }
 
 /** The original client's logit-lens request: the node named by a backward ablation gives the
@@ -87,7 +95,7 @@ export function UpvotedTokensSection({ id }: { id: NodeId }) {
           <TokenRows tokens={lens.data.output} testId="output-tokens" />
           <h3>Input tokens that raise it</h3>
           {lens.data.input === undefined ? (
-            <p className="muted">Defined for what reads the MLP's input: neurons and MLP latents.</p>
+            <p className="muted">Defined for what reads one point of the residual stream: neurons, MLP, transcoder and residual latents.</p>
           ) : (
             <TokenRows tokens={lens.data.input} testId="input-tokens" />
           )}
