@@ -301,18 +301,61 @@ def test_shared_rankings_and_cached_scored_tokens_change_nothing(debugger: Debug
     warm = d.batched_tdb(request).inference_sub_responses[0]
     assert warm.processing_response_data_by_name == cold.processing_response_data_by_name
 
-    # componentSumsForTokenDisplay (k=1): each group's largest and smallest value over every
-    # node of every layer, found here by brute force
-    step = cold.processing_response_data_by_name["componentSumsForTokenDisplay"]
+    # the per-token steps (k=1): each group's largest and smallest value over every node of
+    # every layer, found here by brute force
     sub = d.tdb_to_sub_request(spec, "s")
-    token_step = sub.processing_request_spec_by_name["componentSumsForTokenDisplay"]
-    names = sorted({dst.value for dsts in token_step.dst_list_by_group_id.values() for dst in dsts})
+    for name in ("componentSumsForTokenDisplay", "componentSumsByToken"):
+        step = cold.processing_response_data_by_name[name]
+        token_step = sub.processing_request_spec_by_name[name]
+        names = sorted({dst.value for dsts in token_step.dst_list_by_group_id.values() for dst in dsts})
+        acts, grads = sc.sites_needed(names, d.model)
+        parsed = d._parse(sub, "s")
+        (rec,) = run(d.model, [parsed.request], sorted(acts, key=repr), sorted(grads, key=repr))
+        for group, dsts in token_step.dst_list_by_group_id.items():
+            everything = torch.cat([x.flatten() for dst in dsts for _, x in d._layer_tensors(dst.value, rec)])
+            got = step.activations_by_group_id[group]
+            assert max(got) == pytest.approx(float(everything.max()), abs=1e-6), (name, group)
+            if not group.exclude_bottom_k:
+                assert min(got) == pytest.approx(float(everything.min()), abs=1e-6), (name, group)
+
+
+def test_token_sums_are_every_nodes_values_summed_per_token(debugger: Debugger) -> None:
+    """The TDB answer's per-token sums: act x grad per token pair (the original client's input
+    token effects, the one term quadratic in the prompt), and every effect per query token and
+    per attended-to token. Each is the sum, over layers and nodes, of the node scalars computed
+    here from one raw recorded pass."""
+    d = debugger
+    spec = S.TdbRequestSpec(
+        prompt=PROMPT, target_tokens=[TARGET], distractor_tokens=[DISTRACTOR],
+        component_type_for_mlp=S.ComponentTypeForMlp.NEURON,
+        component_type_for_attention=S.ComponentTypeForAttention.ATTENTION_HEAD,
+        top_and_bottom_k_for_node_table=5, hide_early_layers_when_ablating=False, node_ablations=[],
+    )
+    steps = d.batched_tdb(S.BatchedTdbRequest(sub_requests=[spec])).inference_sub_responses[0].processing_response_data_by_name
+    sub = d.tdb_to_sub_request(spec, "s")
+    groups = sub.processing_request_spec_by_name["componentSumsByToken"].dst_list_by_group_id
+    names = sorted({dst.value for dsts in groups.values() for dst in dsts})
     acts, grads = sc.sites_needed(names, d.model)
-    parsed = d._parse(sub, "s")
-    (rec,) = run(d.model, [parsed.request], sorted(acts, key=repr), sorted(grads, key=repr))
-    for group, dsts in token_step.dst_list_by_group_id.items():
-        everything = torch.cat([x.flatten() for dst in dsts for _, x in d._layer_tensors(dst.value, rec)])
-        got = step.activations_by_group_id[group]
-        assert max(got) == pytest.approx(float(everything.max()), abs=1e-6), group
-        if not group.exclude_bottom_k:
-            assert min(got) == pytest.approx(float(everything.min()), abs=1e-6), group
+    (rec,) = run(d.model, [d._parse(sub, "s").request], sorted(acts, key=repr), sorted(grads, key=repr))
+    n = len(_tokens(d))
+
+    def total(dst: str) -> Tensor:  # summed over layers and node axes; token axes kept
+        axes = sc.resolve(dst, d.weights)[1].token_axes
+        per_layer = [x.sum(dim=tuple(range(axes, x.ndim))) if x.ndim > axes else x for _, x in d._layer_tensors(dst, rec)]
+        return torch.stack(per_layer).sum(0)
+
+    pairs = steps["componentSumsForTokenDisplay"].intermediate_sum_activations_by_dst_by_group_id
+    assert set(pairs) == {S.GroupId.ACT_TIMES_GRAD}
+    by_query = steps["componentSumsByToken"].intermediate_sum_activations_by_dst_by_group_id
+    by_key = steps["componentSumsByAttendedToToken"].intermediate_sum_activations_by_dst_by_group_id
+    attn = S.DerivedScalarType.UNFLATTENED_ATTN_ACT_TIMES_GRAD
+    matrix = torch.tensor(pairs[S.GroupId.ACT_TIMES_GRAD][attn].value)
+    assert matrix.shape == (n, n)
+    torch.testing.assert_close(matrix, total(attn.value), atol=1e-6, rtol=1e-5)
+    for group, dsts in groups.items():
+        for dst in dsts:
+            expected = total(dst.value)
+            torch.testing.assert_close(torch.tensor(by_query[group][dst].value), expected.sum(1) if expected.ndim == 2 else expected, atol=1e-6, rtol=1e-5)
+            if expected.ndim == 2:  # attention: also per attended-to token
+                torch.testing.assert_close(torch.tensor(by_key[group][dst].value), expected.sum(0), atol=1e-6, rtol=1e-5)
+    assert bool(matrix.tril().ne(0).any()) and bool(matrix.triu(1).eq(0).all())  # causal: keys up to the query

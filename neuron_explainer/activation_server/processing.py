@@ -797,19 +797,36 @@ class Debugger:
         elif spec.downstream_node_to_trace is not None:
             raise RequestError(f"{field}.downstreamNodeToTrace needs an upstreamNodeToTrace")
 
-        def top_k(mlp: S.ComponentTypeForMlp, attn: S.ComponentTypeForAttention, k: int, residual: bool = False) -> S.MultipleTopKDerivedScalarsRequestSpec:
-            groups = tdb_groups(mlp, attn, residual)
-            return S.MultipleTopKDerivedScalarsRequestSpec(dst_list_by_group_id=groups, top_and_bottom_k=k, token_index=None)
 
         def scored(kind: S.TokenScoringType) -> S.ScoredTokensRequestSpec:
             return S.ScoredTokensRequestSpec(token_scoring_type=kind, num_tokens=_SCORED_TOKENS, depends_on_spec_name="topKComponents")
 
+        def token_sums(groups: list[S.GroupId], keep: list[S.Dimension]) -> S.MultipleTopKDerivedScalarsRequestSpec:
+            # layer totals per token, always over neurons and heads (the layer's whole write)
+            every = tdb_groups(S.ComponentTypeForMlp.NEURON, S.ComponentTypeForAttention.ATTENTION_HEAD)
+            return S.MultipleTopKDerivedScalarsRequestSpec(
+                dst_list_by_group_id={g: every[g] for g in groups}, top_and_bottom_k=1, token_index=None,
+                dimensions_to_keep_for_intermediate_sum=keep,
+            )
+
+        T, A = S.Dimension.SEQUENCE_TOKENS, S.Dimension.ATTENDED_TO_SEQUENCE_TOKENS
+        effects = [S.GroupId.WRITE_NORM, S.GroupId.ACT_TIMES_GRAD, S.GroupId.DIRECTION_WRITE]
         steps: dict[str, Any] = {
-            "topKComponents": top_k(
-                spec.component_type_for_mlp, spec.component_type_for_attention, spec.top_and_bottom_k_for_node_table,
-                spec.include_residual_latents,
+            # the node table; its sums are kept per token only (nobody reads them per token pair,
+            # and the pairs would make the answer grow with the square of the prompt)
+            "topKComponents": S.MultipleTopKDerivedScalarsRequestSpec(
+                dst_list_by_group_id=tdb_groups(spec.component_type_for_mlp, spec.component_type_for_attention, spec.include_residual_latents),
+                top_and_bottom_k=spec.top_and_bottom_k_for_node_table, token_index=None,
+                dimensions_to_keep_for_intermediate_sum=[T],
             ),
-            "componentSumsForTokenDisplay": top_k(S.ComponentTypeForMlp.NEURON, S.ComponentTypeForAttention.ATTENTION_HEAD, 1),
+            # the original client's "input token effects": act x grad per token pair (it sums the
+            # pairs both ways). The only answer term quadratic in the prompt: n^2 numbers, summed
+            # over layers and heads.
+            "componentSumsForTokenDisplay": token_sums([S.GroupId.ACT_TIMES_GRAD], [T, A]),
+            # not in the original server, for this viewer: the same sums for every effect, per
+            # query token and per attended-to token (linear in the prompt)
+            "componentSumsByToken": token_sums(effects, [T]),
+            "componentSumsByAttendedToToken": token_sums(effects, [A]),
             # not in the original server: exact per-layer sums for the viewer's layer summary
             "componentSumsForLayerDisplay": S.MultipleTopKDerivedScalarsRequestSpec(
                 dst_list_by_group_id=tdb_groups(spec.component_type_for_mlp, spec.component_type_for_attention),
@@ -987,12 +1004,34 @@ def _unravel(offset: int, shape: torch.Size) -> tuple[int, ...]:
     return tuple(reversed(out))
 
 
+def short_floats(x: Tensor) -> Tensor:
+    """float64 values that round back to exactly the given float32 values and print in at most 9
+    significant digits (always enough for float32) wherever the powers of ten involved are
+    exact doubles, from 1e-14 to 1e30; outside, a value keeps its float64 expansion. The JSON of
+    a tensor is about 40% shorter and no value changes. NaN and infinities become -999, as the
+    original server sent them."""
+    x32 = x.detach().to("cpu", torch.float32)
+    x64 = x32.double()
+    magnitude = x64.abs()
+    nonzero = torch.isfinite(x64) & (magnitude > 0)
+    # 10^(8 - exponent), a power of ten computed exactly where it is one (|k| <= 22) so that
+    # round(x * 10^k) / 10^k is the nearest double to a 9-digit decimal
+    k = (8 - torch.floor(torch.log10(torch.where(nonzero, magnitude, 1.0)))).clamp(-300, 300)
+    up = torch.pow(10.0, k.clamp(min=0))
+    down = torch.pow(10.0, (-k).clamp(min=0))
+    rounded = torch.round(x64 * up / down) * down / up
+    exact = nonzero & (rounded.float() == x32)
+    out = torch.where(exact, rounded, x64)
+    return torch.where(torch.isfinite(out), out, torch.full_like(out, -999.0))
+
+
 def _tensor_nd(x: Tensor) -> Any:
+    values = short_floats(x)
     if x.ndim == 0:
-        return S.Tensor0D(value=finite(float(x)))
-    rows = x.tolist()
+        return S.Tensor0D.model_construct(value=float(values))
+    rows = values.tolist()
     if x.ndim == 1:
-        return S.Tensor1D(value=[finite(v) for v in rows])
+        return S.Tensor1D.model_construct(value=rows)
     if x.ndim == 2:
-        return S.Tensor2D(value=[[finite(v) for v in r] for r in rows])
-    return S.Tensor3D(value=[[[finite(v) for v in r] for r in m] for m in rows])
+        return S.Tensor2D.model_construct(value=rows)
+    return S.Tensor3D.model_construct(value=rows)

@@ -108,6 +108,27 @@ describe("toTdbView", () => {
     expect(t2?.attentionFrom).toBe(6);
   });
 
+  it("prefers the linear per-token steps of our server to the per-pair sums", () => {
+    const s = sub(1, 1);
+    const step = (sums: Record<string, { tensorType: "tensor_1d"; value: number[] }>) => ({
+      responseDataType: "multiple_top_k_derived_scalars_response_data" as const,
+      nodeIndices: [],
+      activationsByGroupId: {},
+      intermediateSumActivationsByDstByGroupId: { act_times_grad: sums },
+    });
+    s.processingResponseDataByName.componentSumsByToken = step({
+      token_attribution: { tensorType: "tensor_1d", value: [0.5, 0.6, 0.7] },
+      mlp_act_times_grad: { tensorType: "tensor_1d", value: [10, 20, 30] },
+      unflattened_attn_act_times_grad: { tensorType: "tensor_1d", value: [100, 200, 300] },
+    });
+    s.processingResponseDataByName.componentSumsByAttendedToToken = step({
+      unflattened_attn_act_times_grad: { tensorType: "tensor_1d", value: [-1, -2, -3] },
+    });
+    const [t0, , t2] = toTdbView({ inferenceSubResponses: [s] } as BatchedResponse, false).tokenSums.totalEffect;
+    expect(t0).toEqual({ index: 0, token: "<|endoftext|>", embedding: 0.5, mlp: 10, attention: 100, attentionFrom: -1 });
+    expect(t2?.attentionFrom).toBe(-3);
+  });
+
   it("takes exact per-layer sums from componentSumsForLayerDisplay, and counts the table's nodes", () => {
     const s = sub(1, 1);
     s.processingResponseDataByName = {

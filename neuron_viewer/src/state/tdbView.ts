@@ -225,23 +225,31 @@ function dstKind(dst: string): "embedding" | "mlp" | "attention" | null {
   return null;
 }
 
+/**
+ * Per-token sums of each effect, by node kind. Our server sends them per query token
+ * (componentSumsByToken) and per attended-to token (componentSumsByAttendedToToken), linear in
+ * the prompt; the original server only per token pair (componentSumsForTokenDisplay), which is
+ * summed here both ways.
+ */
 function tokenSums(main: SubResponse, tokens: string[]): Record<SummaryMetric, TokenSumRow[]> {
-  const sums = topK(main, "componentSumsForTokenDisplay")?.intermediateSumActivationsByDstByGroupId ?? {};
+  const byToken = topK(main, "componentSumsByToken")?.intermediateSumActivationsByDstByGroupId;
+  const byKey = topK(main, "componentSumsByAttendedToToken")?.intermediateSumActivationsByDstByGroupId;
+  const pairs = topK(main, "componentSumsForTokenDisplay")?.intermediateSumActivationsByDstByGroupId ?? {};
   const forMetric = (metric: SummaryMetric): TokenSumRow[] => {
     const rows = tokens.map((token, index) => ({ index, token, embedding: 0, mlp: 0, attention: 0, attentionFrom: 0 }));
-    for (const [dst, tensor] of Object.entries(sums[GROUPS[metric]] ?? {})) {
-      const kind = dstKind(dst);
-      if (!kind) continue;
-      rowSums(tensor).forEach((v, i) => {
+    const group = GROUPS[metric];
+    const add = (values: number[], field: "embedding" | "mlp" | "attention" | "attentionFrom") =>
+      values.forEach((v, i) => {
         const row = rows[i];
-        if (row) row[kind] += v;
+        if (row) row[field] += v;
       });
-      if (kind === "attention") {
-        columnSums(tensor, tokens.length).forEach((v, i) => {
-          const row = rows[i];
-          if (row) row.attentionFrom += v;
-        });
-      }
+    for (const [dst, tensor] of Object.entries((byToken ?? pairs)[group] ?? {})) {
+      const kind = dstKind(dst);
+      if (kind) add(rowSums(tensor), kind);
+    }
+    for (const [dst, tensor] of Object.entries((byKey ?? pairs)[group] ?? {})) {
+      if (dstKind(dst) !== "attention") continue;
+      add(byKey ? rowSums(tensor) : columnSums(tensor, tokens.length), "attentionFrom");
     }
     return rows;
   };
