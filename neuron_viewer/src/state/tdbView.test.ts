@@ -116,14 +116,17 @@ describe("toTdbView", () => {
       activationsByGroupId: {},
       intermediateSumActivationsByDstByGroupId: { act_times_grad: sums },
     });
-    s.processingResponseDataByName.componentSumsByToken = step({
-      token_attribution: { tensorType: "tensor_1d", value: [0.5, 0.6, 0.7] },
-      mlp_act_times_grad: { tensorType: "tensor_1d", value: [10, 20, 30] },
-      unflattened_attn_act_times_grad: { tensorType: "tensor_1d", value: [100, 200, 300] },
-    });
-    s.processingResponseDataByName.componentSumsByAttendedToToken = step({
-      unflattened_attn_act_times_grad: { tensorType: "tensor_1d", value: [-1, -2, -3] },
-    });
+    s.processingResponseDataByName = {
+      ...s.processingResponseDataByName,
+      componentSumsByToken: step({
+        token_attribution: { tensorType: "tensor_1d", value: [0.5, 0.6, 0.7] },
+        mlp_act_times_grad: { tensorType: "tensor_1d", value: [10, 20, 30] },
+        unflattened_attn_act_times_grad: { tensorType: "tensor_1d", value: [100, 200, 300] },
+      }),
+      componentSumsByAttendedToToken: step({
+        unflattened_attn_act_times_grad: { tensorType: "tensor_1d", value: [-1, -2, -3] },
+      }),
+    };
     const [t0, , t2] = toTdbView({ inferenceSubResponses: [s] } as BatchedResponse, false).tokenSums.totalEffect;
     expect(t0).toEqual({ index: 0, token: "<|endoftext|>", embedding: 0.5, mlp: 10, attention: 100, attentionFrom: -1 });
     expect(t2?.attentionFrom).toBe(-3);
