@@ -51,6 +51,7 @@ from neuron_explainer.activation_server.limits import (
     StrictJSONRoute,
     document_limits,
 )
+from neuron_explainer.activation_server.memory import release_freed_memory
 from neuron_explainer.activation_server.processing import Debugger
 from neuron_explainer.activation_server.read_routes import (
     load_record_from_datasets,
@@ -159,7 +160,10 @@ def create_app(
 
         def locked() -> Response:
             with lock:
-                return _answer(lambda: fn(d))
+                try:
+                    return _answer(lambda: fn(d))
+                finally:
+                    release_freed_memory()
 
         return await run_in_threadpool(locked)
 
