@@ -211,3 +211,26 @@ def debugger_with_autoencoders() -> Any:
     """A `processing.Debugger` over a tiny random 2-layer model with MLP and attention
     autoencoders (32 latents each) attached."""
     return _tiny_debugger(with_autoencoders=True)
+
+
+def random_family_model_with_autoencoders(
+    family: str, folder: Any, mlp_reads: str, n_latents: int, seed: int
+) -> tuple[Any, Any]:
+    """(our model, the transformers model holding its weights): a random checkpoint of `family`
+    saved in the Hugging Face layout and loaded by us, with a random MLP autoencoder reading
+    `mlp_reads` and an attention one reading resid.delta_attn on every layer."""
+    from neuron_explainer.models.autoencoder import AutoencoderSpec, attach
+    from neuron_explainer.models.loading import load_model
+    from neuron_explainer.models.random_models import save_random
+
+    saved, hf = save_random(family, folder)
+    model = load_model(saved)
+    model.requires_grad_(False)
+    n = model.cfg.n_layers
+    for kind, reads, width, first_seed in (
+        ("mlp", mlp_reads, model.cfg.d_mlp if mlp_reads == "mlp.post_act" else model.cfg.d_model, seed),
+        ("attention", "resid.delta_attn", model.cfg.d_model, seed + 10),
+    ):
+        spec = AutoencoderSpec(reads=reads, kind=kind, location="unused", n_layers=n)  # type: ignore[arg-type]
+        attach(model, spec, [random_autoencoder(n_latents, width, first_seed + i) for i in range(n)])
+    return model, hf

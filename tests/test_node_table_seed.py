@@ -13,15 +13,13 @@ from typing import Any
 import pytest
 import seed_reference as ref
 import torch
-from conftest import random_autoencoder
+from conftest import random_family_model_with_autoencoders
 from torch import Tensor
 
 from neuron_explainer.activation_server import schemas as S
 from neuron_explainer.activation_server.processing import Debugger
 from neuron_explainer.debugger import scalars as sc
-from neuron_explainer.models.autoencoder import AutoencoderSpec, attach
-from neuron_explainer.models.loading import load_model, tokenizer_of
-from neuron_explainer.models.random_models import save_random
+from neuron_explainer.models.loading import tokenizer_of
 
 pytest.importorskip("transformers")
 
@@ -38,17 +36,7 @@ G = S.GroupId
 def setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Debugger, Any]:
     torch.set_num_threads(1)
     family = request.param
-    folder, hf = save_random(family, tmp_path_factory.mktemp(family))
-    model = load_model(folder)
-    model.requires_grad_(False)
-    n = model.cfg.n_layers
-    mlp_reads = FAMILIES[family]
-    for kind, reads, width, seed in (
-        ("mlp", mlp_reads, model.cfg.d_mlp if mlp_reads == "mlp.post_act" else model.cfg.d_model, 30),
-        ("attention", "resid.delta_attn", model.cfg.d_model, 40),
-    ):
-        spec = AutoencoderSpec(reads=reads, kind=kind, location="unused", n_layers=n)  # type: ignore[arg-type]
-        attach(model, spec, [random_autoencoder(N_LATENTS, width, seed + i) for i in range(n)])
+    model, hf = random_family_model_with_autoencoders(family, tmp_path_factory.mktemp(family), FAMILIES[family], N_LATENTS, seed=30)
     return family, Debugger(model, tokenizer_of(model), family, "ae-mlp", "ae-attn"), hf
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import seed_reference as ref
 import torch
-from conftest import random_autoencoder, random_coder
+from conftest import random_coder, random_family_model_with_autoencoders
 from torch import Tensor
 
 from neuron_explainer.activation_server import schemas as S
@@ -23,9 +23,7 @@ from neuron_explainer.activation_server.errors import RequestError
 from neuron_explainer.activation_server.processing import Debugger
 from neuron_explainer.debugger import scalars as sc
 from neuron_explainer.debugger.inference import Ablation, LogitDiffLoss, PromptRequest, Site, run
-from neuron_explainer.models.autoencoder import AutoencoderSpec, attach
-from neuron_explainer.models.loading import load_model, tokenizer_of
-from neuron_explainer.models.random_models import save_random
+from neuron_explainer.models.loading import tokenizer_of
 from neuron_explainer.models.saes.attach import attach_as_node
 
 pytest.importorskip("transformers")
@@ -62,17 +60,8 @@ def covers(*names: str) -> Any:
 def setup(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Debugger, Any]:
     torch.set_num_threads(1)
     family = request.param
-    folder, hf = save_random(family, tmp_path_factory.mktemp(family))
-    model = load_model(folder)
-    model.requires_grad_(False)
+    model, hf = random_family_model_with_autoencoders(family, tmp_path_factory.mktemp(family), FAMILIES[family], N_LATENTS, seed=50)
     n = model.cfg.n_layers
-    reads = FAMILIES[family]
-    for kind, what, width, seed in (
-        ("mlp", reads, model.cfg.d_mlp if reads == "mlp.post_act" else model.cfg.d_model, 50),
-        ("attention", "resid.delta_attn", model.cfg.d_model, 60),
-    ):
-        spec = AutoencoderSpec(reads=what, kind=kind, location="unused", n_layers=n)  # type: ignore[arg-type]
-        attach(model, spec, [random_autoencoder(N_LATENTS, width, seed + i) for i in range(n)])
     for i in range(n):  # the community's kinds: a transcoder and a residual-stream SAE per layer
         attach_as_node(model, random_coder(model.cfg.d_model, N_LATENTS, f"blocks.{i}.ln2.hook_normalized", f"blocks.{i}.hook_mlp_out", 70 + i))
         attach_as_node(model, random_coder(model.cfg.d_model, N_LATENTS, f"blocks.{i}.hook_resid_post", None, 80 + i))

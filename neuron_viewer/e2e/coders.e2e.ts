@@ -4,7 +4,7 @@
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { EXPECT_RECORDS, IOI_PROMPT } from "./config";
-import { launchBrowser, numberAt, queryOf, rowKeys, screenshot, settled } from "./helpers";
+import { openPage, numberAt, queryOf, rowKeys, screenshot, settled } from "./helpers";
 
 const baseUrl = inject("baseUrl");
 const model = inject("modelName");
@@ -16,11 +16,7 @@ let page: Page;
 const pageErrors: string[] = [];
 
 beforeAll(async () => {
-  browser = await launchBrowser();
-  const context = await browser.newContext({ viewport: { width: 1600, height: 1000 } });
-  page = await context.newPage();
-  page.setDefaultTimeout(30_000);
-  page.on("pageerror", (error) => pageErrors.push(String(error)));
+  ({ browser, page } = await openPage(pageErrors));
 });
 
 afterAll(async () => {

@@ -6,7 +6,7 @@ import { join } from "node:path";
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { ARTIFACTS_DIR, EXPECT_RECORDS } from "./config";
-import { launchBrowser, queryOf, screenshot, settled } from "./helpers";
+import { openPage, queryOf, screenshot, settled } from "./helpers";
 
 const baseUrl = inject("baseUrl");
 const model = inject("modelName");
@@ -20,11 +20,7 @@ let page: Page;
 const pageErrors: string[] = [];
 
 beforeAll(async () => {
-  browser = await launchBrowser();
-  const context = await browser.newContext({ viewport: { width: 1600, height: 1000 } });
-  page = await context.newPage();
-  page.setDefaultTimeout(30_000);
-  page.on("pageerror", (error) => pageErrors.push(String(error)));
+  ({ browser, page } = await openPage(pageErrors));
 });
 
 afterAll(async () => {

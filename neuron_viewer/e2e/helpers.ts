@@ -14,6 +14,16 @@ export async function launchBrowser(): Promise<Browser> {
   });
 }
 
+/** A browser with one 1600x1000 page whose uncaught errors go to `pageErrors` (each test file opens its own). */
+export async function openPage(pageErrors: string[]): Promise<{ browser: Browser; page: Page }> {
+  const browser = await launchBrowser();
+  const context = await browser.newContext({ viewport: { width: 1600, height: 1000 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(30_000);
+  page.on("pageerror", (error) => pageErrors.push(String(error)));
+  return { browser, page };
+}
+
 /** `<name>.png`: what the window shows; `<name>-full.png`: the whole page. */
 export async function screenshot(page: Page, name: string): Promise<string> {
   mkdirSync(SCREENSHOTS_DIR, { recursive: true });

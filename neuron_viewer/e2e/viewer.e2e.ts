@@ -3,7 +3,7 @@
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { AUTOENCODERS, EXPECT_RECORDS, IOI_PROMPT, RANDOM_FAMILY, STRICT, TOP_K } from "./config";
-import { launchBrowser, numberAt, queryOf, rowKeys, screenshot, settled } from "./helpers";
+import { openPage, numberAt, queryOf, rowKeys, screenshot, settled } from "./helpers";
 
 const baseUrl = inject("baseUrl");
 const model = inject("modelName");
@@ -16,11 +16,7 @@ let nTokens = 0; // of the debugger's prompt
 const pageErrors: string[] = [];
 
 beforeAll(async () => {
-  browser = await launchBrowser();
-  const context = await browser.newContext({ viewport: { width: 1600, height: 1000 } });
-  page = await context.newPage();
-  page.setDefaultTimeout(30_000);
-  page.on("pageerror", (error) => pageErrors.push(String(error)));
+  ({ browser, page } = await openPage(pageErrors));
 });
 
 afterAll(async () => {
