@@ -229,6 +229,7 @@ def child_server(args: argparse.Namespace) -> None:
     def bench_stop() -> None:
         done.set()
 
+    gc.freeze()  # as the CLI does before serving: the collector skips what start-up built
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))

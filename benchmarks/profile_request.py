@@ -3,6 +3,7 @@ stages (parse, batched_tdb, dump, JSON) and the torch operators by self CPU time
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from typing import Any
@@ -21,6 +22,7 @@ def profile(family: str, threads: int, n_tokens: int = 64, rounds: int = 3) -> s
     model, _, enc = build(family, None)
     debugger = Debugger(model, enc, "bench")
     debugger.scored_cache_size = 0
+    gc.freeze()  # as the CLI does before serving
     prompt = build_prompt(enc, n_tokens)
     raw = orjson.dumps(request_body(prompt, n_tokens, False))
     bare = bare_step(model, enc.encode(prompt, allowed_special="all"), enc, 1)

@@ -176,6 +176,39 @@ def test_input_tokens_are_the_read_direction_on_the_embeddings(setup: tuple[str,
     assert again == got
 
 
+def test_input_tokens_of_many_nodes_at_once_are_each_nodes_own(setup: tuple[str, Debugger, Any]) -> None:
+    """The node table's steps read all their nodes in one batch per layer and kind (heads: per
+    side), several at the same layer and token among them: each still matches its own
+    reference (the seed's read, one node per pass)."""
+    family, d, hf = setup
+    m = d.model
+    last, h = m.cfg.n_layers - 1, m.cfg.n_heads - 1
+    cases = {
+        "neuron": [(last, (6, 4)), (last, (2, 4)), (last, (9, 7)), (last, (6, 5)), (0, (1, 3))],
+        "latent": [(last, (6, 3)), (last, (3, 1)), (0, (6, 3))],
+        "Q": [(last, (9, 6, h)), (last, (9, 6, 1)), (last, (5, 5, 0)), (last, (7, 2, 1)), (0, (4, 4, 0))],
+        "K": [(last, (9, 6, h)), (last, (9, 6, 1)), (last, (5, 5, 0)), (last, (7, 2, 1)), (0, (4, 4, 0))],
+    }
+    kinds = {"neuron": "mlp_neuron", "latent": "mlp_autoencoder_latent", "Q": "attention_head", "K": "attention_head"}
+    jobs, expected = [], []
+    for what, scoring in (
+        ("neuron", S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_MLP),
+        ("latent", S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_MLP),
+        ("Q", S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_ATTN_Q),
+        ("K", S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_ATTN_K),
+    ):
+        spec = S.ScoredTokensRequestSpec(token_scoring_type=scoring, num_tokens=5, depends_on_spec_name="x")
+        jobs.append((spec, _recorded(d, scoring), [_node(kinds[what], index, layer) for layer, index in cases[what]]))
+        expected.append([_read_reference(family, d, hf, what, layer, index) for layer, index in cases[what]])
+    d.scorer._cache.clear()
+    for answer, scores in zip(d.scorer.score_all(jobs), expected, strict=True):
+        for got, reference in zip(answer.top_tokens_list, scores, strict=True):
+            if not bool(reference.any()):  # a pair outside a sliding window: nothing raises it
+                assert got is None
+                continue
+            _check_top(got, reference, d.token_strings, 5)
+
+
 def _node_page_request(kind: str, layer: int, index: int) -> S.BatchedRequest:
     """What the original client's node page sends for its logit lens (its generic latent
     location, whatever autoencoders are loaded)."""

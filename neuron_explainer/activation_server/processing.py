@@ -53,6 +53,7 @@ _NODE_LOCATION_TYPE = {  # the same, as the API's activation location types
     **{k.node_type: k.location_type for k in sc.LATENT_KINDS},
 }
 _SCORED_TOKENS = 10  # top and bottom tokens per node in the TDB node table
+_RANK_STACK_LIMIT = 4_000_000  # entries stacked for one top-k (16 MB of float32)
 _PROMPT_LENGTH_LIMIT = 500  # for batched top-k requests, as in the original server, unless --max-prompt-tokens says otherwise
 _DETACH_FINAL_NORM = Ablation(Site("resid.ln_f.scale"), (None, None), 0.0, "backward")
 
@@ -607,14 +608,24 @@ class Debugger:
     def _rank(segments: list[tuple[str, int | None, Tensor]], k: int, largest: bool) -> list[tuple[int, int]]:
         """The k largest (smallest) entries over all segments, best first, as (segment, flat
         index): each segment's own top k first, then the top k of those few candidates (the
-        same answer as one top-k over everything, without concatenating millions)."""
+        same answer as one top-k over everything, without concatenating millions). Segments of
+        one shape (a scalar's layers) take one top-k along the rows of their stack while it
+        stays small: ~2x faster than one call each."""
         values, where = [], []
+        by_shape: dict[tuple[torch.Size, torch.dtype], list[int]] = {}
         for seg, (_, _, x) in enumerate(segments):
-            if x.numel() == 0:
-                continue
-            top = x.flatten().topk(min(k, x.numel()), largest=largest)
-            values.append(top.values)
-            where += [(seg, i) for i in top.indices.tolist()]
+            if x.numel():
+                by_shape.setdefault((x.shape, x.dtype), []).append(seg)
+        for (shape, _), members in by_shape.items():
+            n = shape.numel()
+            per_call = max(1, _RANK_STACK_LIMIT // n)
+            for start in range(0, len(members), per_call):
+                part = members[start : start + per_call]
+                flat = [segments[seg][2].flatten() for seg in part]
+                stack = flat[0][None] if len(flat) == 1 else torch.stack(flat)
+                top = stack.topk(min(k, n), dim=-1, largest=largest)
+                values.append(top.values.flatten())
+                where += [(seg, i) for seg, row in zip(part, top.indices.tolist(), strict=True) for i in row]
         candidates = torch.cat(values)
         return [where[p] for p in candidates.topk(min(k, candidates.numel()), largest=largest).indices.tolist()]
 

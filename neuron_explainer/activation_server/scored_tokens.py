@@ -27,7 +27,7 @@ from neuron_explainer.debugger import scalars as sc
 from neuron_explainer.debugger.inference import Recording, Site
 
 SCORED_CACHE_SIZE = 4096  # entries (a node's 2 x 10 tokens, a few kB each)
-SCORED_CHUNK = 512  # nodes scored against the vocabulary at once (GPT-2: 100 MB of scores)
+SCORED_CHUNK = 256  # nodes scored against the vocabulary at once (GPT-2: 2 x 51 MB of scores)
 
 _READ_SCORING = {
     S.TokenScoringType.INPUT_TOKENS_THAT_UPVOTE_MLP: None,
@@ -90,7 +90,7 @@ class TokenScorer:
         kind = node.node_type.value
         w = self.weights
         if kind == "mlp_neuron" and layer is not None:
-            return w.mlp_write(layer)[:, t[-1]]
+            return w.mlp_write_columns(layer, torch.tensor([t[-1]], device=self.model.device))[:, 0]
         if kind == "attention_head" and layer is not None:
             head = int(t[2])  # type: ignore[arg-type]
             v = rec.activations[Site("attn.v", layer)][t[1], self.model.kv_head(head)].float()
@@ -162,22 +162,19 @@ class TokenScorer:
         row_of: dict[tuple[Any, ...], tuple[bool, int]] = {}  # what is scored -> its row
         wanted: list[tuple[int, int, tuple[Any, ...], float, int, tuple[Any, ...] | None]] = []
         with torch.no_grad():
-            for j, (spec, x, nodes) in enumerate(jobs):
+            for (j, i), (key, vector, factor) in self._vectors(jobs).items():
+                spec = jobs[j][0]
                 writes = spec.token_scoring_type == S.TokenScoringType.UPVOTED_OUTPUT_TOKENS
-                for i, node in enumerate(nodes):
-                    key, vector, factor = self._vector(spec, x, node, writes)
-                    if vector is None:
-                        continue
-                    hit = self._cache.get(key) if key is not None else None
-                    if hit is not None:
-                        results[j][i] = _rescaled(hit, factor)
-                        continue
-                    # the same vector scored the same way is one row: by cache key, or content
-                    ident = (writes, key) if key is not None else (writes, vector.float().cpu().numpy().tobytes())
-                    if ident not in row_of:
-                        row_of[ident] = (writes, len(rows[writes]))
-                        rows[writes].append(vector.float())
-                    wanted.append((j, i, ident, factor, spec.num_tokens, key))
+                hit = self._cache.get(key) if key is not None else None
+                if hit is not None:
+                    results[j][i] = _rescaled(hit, factor)
+                    continue
+                # the same vector scored the same way is one row: by cache key, or content
+                ident = (writes, key) if key is not None else (writes, vector.float().cpu().numpy().tobytes())
+                if ident not in row_of:
+                    row_of[ident] = (writes, len(rows[writes]))
+                    rows[writes].append(vector.float())
+                wanted.append((j, i, ident, factor, spec.num_tokens, key))
             n = max((spec.num_tokens for spec, _, _ in jobs), default=0)
             tops: dict[tuple[bool, int], S.TopTokens] = {}
             d = self.model.cfg.d_model
@@ -200,32 +197,45 @@ class TokenScorer:
                 results[j][i] = _rescaled(top, factor)
         return [S.ScoredTokensResponseData(node_indices=nodes, top_tokens_list=res) for (_, _, nodes), res in zip(jobs, results, strict=True)]
 
-    def _vector(
-        self, spec: S.ScoredTokensRequestSpec, x: sc.Inputs, node: S.MirroredNodeIndex, writes: bool
-    ) -> tuple[tuple[Any, ...] | None, Tensor | None, float]:
-        """(cache key or None, the direction to score, the factor its cached scores take)."""
-        base_key = (spec.token_scoring_type, spec.num_tokens, node.node_type, node.layer_index, node.tensor_indices[-1])
-        if writes:
-            vector = self.node_write(node, x.rec)
-            weights_only = node.node_type.value == "mlp_neuron" or node.node_type.value in sc.BY_NODE_TYPE
-            return (base_key if weights_only else None), vector, 1.0
-        read = self.read_node(node, spec.token_scoring_type)
-        if read is None:
-            return None, None, 1.0
-        try:
-            r = reads.residual_read(x, read)
-        except sc.Unsupported:
-            return None, None, 1.0
-        token = read.index[1] if read.through == "K" else read.index[0]
-        assert token is not None
-        vector = r[token]
-        if not bool(vector.any()):
-            return None, None, 1.0  # nothing raises it (a pair outside the attention window)
-        if read.kind == "mlp_neuron" and not self.model.cfg.gated_mlp:
-            # an ungated neuron's read is its weights' over the norm's scale at its token
-            scale = float(x.act("mlp_ln.scale", read.layer)[token, 0])
-            return base_key, vector * scale, 1.0 / scale
-        return None, vector, 1.0
+    def _vectors(
+        self, jobs: list[tuple[S.ScoredTokensRequestSpec, sc.Inputs, list[S.MirroredNodeIndex]]]
+    ) -> dict[tuple[int, int], tuple[tuple[Any, ...] | None, Tensor, float]]:
+        """(job, node) -> (cache key or None, the direction to score, the factor its cached
+        scores take), for every node whose direction is defined; the reads of each prompt in
+        one batch (`reads.token_reads`)."""
+        out: dict[tuple[int, int], tuple[tuple[Any, ...] | None, Tensor, float]] = {}
+        pending: dict[int, list[tuple[int, int, sc.ReadNode, int, tuple[Any, ...]]]] = {}  # by recording
+        inputs: dict[int, sc.Inputs] = {}
+        for j, (spec, x, nodes) in enumerate(jobs):
+            writes = spec.token_scoring_type == S.TokenScoringType.UPVOTED_OUTPUT_TOKENS
+            for i, node in enumerate(nodes):
+                base_key = (spec.token_scoring_type, spec.num_tokens, node.node_type, node.layer_index, node.tensor_indices[-1])
+                if writes:
+                    vector = self.node_write(node, x.rec)
+                    if vector is not None:
+                        weights_only = node.node_type.value == "mlp_neuron" or node.node_type.value in sc.BY_NODE_TYPE
+                        out[(j, i)] = (base_key if weights_only else None), vector, 1.0
+                    continue
+                read = self.read_node(node, spec.token_scoring_type)
+                if read is None:
+                    continue
+                token = read.index[1] if read.through == "K" else read.index[0]
+                assert token is not None
+                pending.setdefault(id(x.rec), []).append((j, i, read, token, base_key))
+                inputs[id(x.rec)] = x
+        for rec_id, items in pending.items():
+            x = inputs[rec_id]
+            vectors = reads.token_reads(x, [(read, token) for _, _, read, token, _ in items])
+            for (j, i, read, token, base_key), vector in zip(items, vectors, strict=True):
+                if vector is None or not bool(vector.any()):
+                    continue  # undefined, or nothing raises it (a pair outside the attention window)
+                if read.kind == "mlp_neuron" and not self.model.cfg.gated_mlp:
+                    # an ungated neuron's read is its weights' over the norm's scale at its token
+                    scale = float(x.act("mlp_ln.scale", read.layer)[token, 0])
+                    out[(j, i)] = base_key, vector * scale, 1.0 / scale
+                else:
+                    out[(j, i)] = None, vector, 1.0
+        return out
 
     def clear(self) -> None:
         """Forget every cached node (e.g. to time cold requests)."""

@@ -18,6 +18,8 @@ layer's write depend on every token through attention: their reads are not defin
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor
 
@@ -109,17 +111,11 @@ _ROW_READS = {"mlp.post_act": "post_act", "resid.delta_mlp": "delta", "mlp_ln.no
 
 
 def _mlp_side_quantity(x: Inputs, node: ReadNode) -> tuple[Tensor | None, object]:
-    """For a neuron or a latent of the MLP's side: (its encoder row, or None for a neuron, and
-    what the row reads: the MLP's activations ("post_act") or write ("delta"), or, for a
-    transcoder, its input before the norm's gain ("normalized") or after ("post_ln"))."""
-    if node.kind == "mlp_neuron":
-        return None, "neuron"
-    hook = BY_NODE_TYPE[node.kind].hook
-    reads = x.w.reads(hook, node.layer)
+    """`_mlp_side_rows` of one node: (its encoder row or None, what the row reads)."""
     latent = node.index[-1]
     assert latent is not None
-    row = x.w.encoder(hook, node.layer)[latent]
-    return row, _ROW_READS[reads]
+    rows, reads = _mlp_side_rows(x, node.kind, node.layer, torch.tensor([latent], device=x.w.model.device))
+    return (None if rows is None else rows[0]), reads
 
 
 def residual_read(x: Inputs, node: ReadNode) -> Tensor:
@@ -133,7 +129,7 @@ def residual_read(x: Inputs, node: ReadNode) -> Tensor:
         through = node.through or "QK"
         for side, token in (("Q", q), ("K", k)):
             if side in through:
-                out[token] += _score_read(x, layer, q, k, h, side)
+                out[token] += _score_reads(x, layer, side, [(q, k, h)])[0]
         return out
     tokens = _tokens(node, n_tokens)
     hook = _residual_latents(x.w, node.kind, layer)
@@ -142,60 +138,123 @@ def residual_read(x: Inputs, node: ReadNode) -> Tensor:
         return out
     if sublayer_of(x.w, node.kind, layer) != "mlp":
         raise Unsupported("reads of latents of the attention layer's write are not defined (they depend on every token)")
+    index = node.index[-1]
+    assert index is not None
+    out[tokens] = _mlp_reads(x, layer, node.kind, [(index, t) for t in tokens])
+    return out
+
+
+def token_reads(x: Inputs, items: list[tuple[ReadNode, int]]) -> list[Tensor | None]:
+    """For each (node, token): row `token` of `residual_read(x, node)` (None where the read is
+    not defined), with one backward pass per layer and node kind (per side for heads) instead
+    of one per node: the scored-token steps read a hundred nodes at once."""
+    model = x.w.model
+    out: list[Tensor | None] = [None] * len(items)
+    groups: dict[tuple[str, int, str], list[int]] = {}
+    for i, (node, token) in enumerate(items):
+        if node.kind == "attention_head":
+            out[i] = torch.zeros(model.cfg.d_model, device=model.device)
+            q, k, _ = node.index
+            for side, at in (("Q", q), ("K", k)):
+                if side in (node.through or "QK") and at == token:
+                    groups.setdefault(("head", node.layer, side), []).append(i)
+        elif (
+            _residual_latents(x.w, node.kind, node.layer) is None
+            and sublayer_of(x.w, node.kind, node.layer) == "mlp"
+            and node.index[0] in (None, token)
+        ):
+            groups.setdefault(("mlp", node.layer, node.kind), []).append(i)
+        else:
+            with contextlib.suppress(Unsupported):  # undefined: None
+                out[i] = residual_read(x, node)[token]
+    for (what, layer, detail), members in groups.items():
+        if what == "head":
+            heads: list[tuple[int, int, int]] = []
+            for i in members:
+                q, k, h = (int(j) for j in items[i][0].index)  # type: ignore[arg-type]
+                heads.append((q, k, h))
+            for row, i in zip(_score_reads(x, layer, detail, heads), members, strict=True):
+                out[i] = out[i] + row
+        else:
+            pairs = [(int(items[i][0].index[-1]), items[i][1]) for i in members]  # type: ignore[arg-type]
+            for row, i in zip(_mlp_reads(x, layer, detail, pairs), members, strict=True):
+                out[i] = row
+    return out
+
+
+def _mlp_reads(x: Inputs, layer: int, kind: str, items: list[tuple[int, int]]) -> Tensor:
+    """(m, d_model): for each (neuron or latent index, token), d (its traced quantity at the
+    token) / d (the residual stream the MLP reads there); every row its own (the MLP acts on
+    each token alone)."""
+    model = x.w.model
+    tokens = [t for _, t in items]
+    index = torch.tensor([i for i, _ in items], device=model.device)
     normed = x.act("resid.post_mlp_ln", layer)[tokens]
-    row, reads = _mlp_side_quantity(x, node)
+    rows, reads = _mlp_side_rows(x, kind, layer, index)
     post_scale = x.write_scale(layer, "mlp")
     gain = model.input_norm_gain(layer, "mlp").float()
 
     def quantity(y: Tensor) -> Tensor:
         if reads in ("post_ln", "normalized"):  # a transcoder on the norm's output, or its input
-            assert row is not None  # before the gain (the norm's bias is a constant)
-            return (y.float() if reads == "post_ln" else y.float() / gain) @ row
+            assert rows is not None  # before the gain (the norm's bias is a constant)
+            return ((y.float() if reads == "post_ln" else y.float() / gain) * rows).sum(-1)
         y = y.to(model.dtype)
-        if row is None:
-            return model.mlp_traced(layer, y)[:, node.index[-1]].float()
+        assert rows is not None
         post = mlp_post_act(model, layer, y).float()
         if reads == "post_act":
-            return post @ row
+            return (post * rows).sum(-1)
         delta = post @ x.w.mlp_write(layer).T
         if post_scale is not None:  # the post-norm's scale held at its recorded value
             delta = delta / post_scale[tokens]
-        return delta @ row
+        return (delta * rows).sum(-1)
 
-    with torch.enable_grad():
-        y = normed.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(quantity(y).sum(), y)
-    out[tokens] = _hold_norm(model, g.float(), gain, x.act("mlp_ln.scale", layer)[tokens])
-    return out
+    if rows is None:  # neurons: from their weight rows (the same gradient, ~10x cheaper)
+        g = model.mlp_traced_read(layer, normed.to(model.dtype), index)
+    else:
+        with torch.enable_grad():
+            y = normed.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(quantity(y).sum(), y)
+    return _hold_norm(model, g.float(), gain, x.act("mlp_ln.scale", layer)[tokens])
 
 
-def _score_read(x: Inputs, layer: int, q: int, k: int, h: int, side: str) -> Tensor:
-    """(d_model,): d score(q, k, h) / d (residual stream at the query (Q) or key (K) token), the
-    other side fixed."""
+def _mlp_side_rows(x: Inputs, kind: str, layer: int, index: Tensor) -> tuple[Tensor | None, object]:
+    """For neurons or latents of the MLP's side: (their encoder rows, or None for neurons, and
+    what the rows read: the MLP's activations ("post_act") or write ("delta"), or, for a
+    transcoder, its input before the norm's gain ("normalized") or after ("post_ln"))."""
+    if kind == "mlp_neuron":
+        return None, "neuron"
+    hook = BY_NODE_TYPE[kind].hook
+    return x.w.encoder(hook, layer)[index].float(), _ROW_READS[x.w.reads(hook, layer)]
+
+
+def _score_reads(x: Inputs, layer: int, side: str, heads: list[tuple[int, int, int]]) -> Tensor:
+    """(m, d_model): for each (q, k, h), d score(q, k, h) / d (residual stream at the query (Q)
+    or key (K) token), the other side fixed (zero outside a sliding window, where the score is
+    a constant -inf)."""
     model = x.w.model
-    window = model.cfg.window(layer)
-    if window is not None and q - k >= window:  # outside a sliding window: a constant -inf score
-        return torch.zeros(model.cfg.d_model, device=model.device)
-    kv = model.kv_head(h)
-    factor = model.cfg.scale
+    device = model.device
+    q, k, h = (torch.tensor(v, device=device) for v in zip(*heads, strict=True))
+    kv = torch.tensor([model.kv_head(int(i)) for i in h], device=device)
+    factor = torch.full((len(heads),), model.cfg.scale, device=device)
     if model.cfg.attn_softcap is not None:  # d tanh-capped score / d raw score
-        capped = x.act("attn.qk_logits", layer)[q, k, h]
-        factor *= float(1 - (capped / model.cfg.attn_softcap) ** 2)
-    normed = x.act("resid.post_attn_ln", layer)
+        capped = x.act("attn.qk_logits", layer)[q, k, h].float()
+        factor = factor * (1 - (capped / model.cfg.attn_softcap) ** 2)
+    window = model.cfg.window(layer)
+    if window is not None:
+        factor = torch.where(q - k >= window, 0.0, factor)
     token = q if side == "Q" else k
-    position = torch.tensor([token], device=model.device)
+    rows = torch.arange(len(heads), device=device)
     with torch.enable_grad():
-        y = normed[token].detach().requires_grad_(True)
-        inputs = y.to(model.dtype)[None]
+        y = x.act("resid.post_attn_ln", layer)[token].detach().requires_grad_(True)
+        inputs = y.to(model.dtype)
         if side == "Q":
-            other = x.act("attn.k", layer)[k, kv]
-            value = model.queries(layer, inputs, position)[0, h].float() @ other
+            own, other = model.queries(layer, inputs, token)[rows, h], x.act("attn.k", layer)[k, kv]
         else:
-            other = x.act("attn.q", layer)[q, h]
-            value = model.keys(layer, inputs, position)[0, kv].float() @ other
-        (g,) = torch.autograd.grad(value * factor, y)
+            own, other = model.keys(layer, inputs, token)[rows, kv], x.act("attn.q", layer)[q, h]
+        value = (own.float() * other.float()).sum(-1)
+        (g,) = torch.autograd.grad((value * factor).sum(), y)
     gain = model.input_norm_gain(layer, "attn").float()
-    return _hold_norm(model, g[None].float(), gain, x.act("attn_ln.scale", layer)[token : token + 1])[0]
+    return _hold_norm(model, g.float(), gain, x.act("attn_ln.scale", layer)[token])
 
 
 def read_sites(w: Weights, node: ReadNode) -> set[Site]:
@@ -264,6 +323,7 @@ def token_pre_activations(x: Inputs, node: ReadNode) -> Tensor:
                 y = model.normalized(embeddings[start : start + _VOCAB_CHUNK]) * gain + bias
                 out.append(y @ w_in[0] + b)
             return torch.cat(out)
+        write = x.w.mlp_write(layer) if reads == "delta" else None
         for start in range(0, embeddings.shape[0], _VOCAB_CHUNK):
             y = (model.normalized(embeddings[start : start + _VOCAB_CHUNK]) * gain + bias).to(model.dtype)
             if row is None:
@@ -277,6 +337,7 @@ def token_pre_activations(x: Inputs, node: ReadNode) -> Tensor:
                 continue
             inputs = mlp_post_act(model, layer, y).float()
             if reads == "delta":
-                inputs = inputs @ x.w.mlp_write(layer).T + model.bias_write(layer, "mlp").float()
+                assert write is not None
+                inputs = inputs @ write.T + model.bias_write(layer, "mlp").float()
             out.append(ae.encode_pre_act(inputs.to(ae.dtype))[..., latent].float())
         return torch.cat(out)

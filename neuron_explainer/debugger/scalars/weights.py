@@ -35,6 +35,7 @@ class Weights:
     def __init__(self, model: Transformer):
         self.model = model
         self._cache: dict[tuple[Any, ...], Tensor] = {}
+        self._weight_storages: set[int] | None = None
 
     def _cached(self, key: tuple[Any, ...], make: Callable[[], Tensor]) -> Tensor:
         if key not in self._cache:
@@ -44,16 +45,38 @@ class Weights:
 
     # ------------------------------------------------------------------ MLP and heads
 
+    def _cached_if_view(self, key: tuple[Any, ...], make: Callable[[], Tensor]) -> Tensor:
+        """`make()` in fp32, kept only when it is a view of the model's own weights: a copy (a
+        write scaled by a post-norm's gain, or one in another dtype) is an elementwise product,
+        cheaper to redo than to hold (Gemma-2-small-sized: 140 MB for every layer's)."""
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        with torch.no_grad():
+            t = make().float()
+        if self._weight_storages is None:
+            self._weight_storages = {p.untyped_storage().data_ptr() for p in self.model.parameters()}
+        if t.untyped_storage().data_ptr() in self._weight_storages:
+            self._cache[key] = t
+        return t
+
     def mlp_write(self, layer: int) -> Tensor:
         """(d_model, d_mlp): column n is what neuron n writes per unit of activation."""
-        return self._cached(("mlp", layer), lambda: self.model.mlp_write(layer))
+        return self._cached_if_view(("mlp", layer), lambda: self.model.mlp_write(layer))
+
+    def mlp_write_columns(self, layer: int, neurons: Tensor) -> Tensor:
+        """(d_model, m): the writes of some neurons (without making every neuron's)."""
+        if ("mlp", layer) in self._cache:
+            return self._cache[("mlp", layer)][:, neurons]
+        with torch.no_grad():
+            return self.model.mlp_write_columns(layer, neurons).float()
 
     def mlp_write_norms(self, layer: int) -> Tensor:
         return self._cached(("mlp_norms", layer), lambda: self.mlp_write(layer).norm(dim=0))
 
     def head_write(self, layer: int) -> Tensor:
         """(heads, d_head, d_model): W_O split by head."""
-        return self._cached(("head", layer), lambda: self.model.head_write(layer))
+        return self._cached_if_view(("head", layer), lambda: self.model.head_write(layer))
 
     def head_write_gram(self, layer: int) -> Tensor:
         """(heads, d_head, d_head): W_h W_h^T (write norms without the writes)."""
