@@ -592,6 +592,15 @@ class Transformer(nn.Module):
         gain = self._post_gain(layer, "mlp")
         return w if gain is None else w * gain[:, None]
 
+    def mlp_write_onto(self, layer: int, directions: Tensor) -> Tensor:
+        """(n, d_mlp) float32: directions (n, d_model) @ mlp_write(layer), the post-norm's gain
+        applied to the directions instead of to every neuron's column."""
+        blk: Any = self.xf_layers[layer]
+        w: Tensor = blk.mlp.out_layer.weight
+        gain = self._post_gain(layer, "mlp")
+        d = directions.float() if gain is None else directions.float() * gain.float()
+        return d @ w.float()
+
     def mlp_write_columns(self, layer: int, neurons: Tensor) -> Tensor:
         """(d_model, m): mlp_write(layer)[:, neurons], without scaling every column."""
         blk: Any = self.xf_layers[layer]

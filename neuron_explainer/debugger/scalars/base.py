@@ -192,10 +192,12 @@ class ScalarType:
         return list(range(w.model.cfg.n_layers))
 
 
-def project_on(directions: Tensor, writes: Tensor) -> Tensor:
-    """(T, n): each token's direction (T, d_model) dotted with the writes (d_model, n), skipping
-    tokens whose direction is zero (with a loss at the last token, all but one)."""
+def project_on(directions: Tensor, writes: Tensor | Callable[[Tensor], Tensor]) -> Tensor:
+    """(T, n): each token's direction (T, d_model) dotted with the writes (d_model, n), or
+    passed to `writes(rows)` (what computes rows @ writes without the matrix), skipping tokens
+    whose direction is zero (with a loss at the last token, all but one)."""
     rows = directions.abs().sum(-1).nonzero().flatten()
-    out = directions.new_zeros(directions.shape[0], writes.shape[1])
-    out[rows] = directions[rows] @ writes
+    projected = directions[rows] @ writes if isinstance(writes, Tensor) else writes(directions[rows])
+    out = directions.new_zeros(directions.shape[0], projected.shape[1])
+    out[rows] = projected
     return out

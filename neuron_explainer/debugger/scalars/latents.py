@@ -247,7 +247,7 @@ def _error_scalars() -> dict[str, ScalarType]:
 
     def direct(x: Inputs, layer: int | None) -> Tensor:
         assert layer is not None
-        out = scaled(mlp_error(x, layer) * project_on(x.direction_grad(), x.w.mlp_write(layer)), x.write_scale(layer, "mlp"))
+        out = scaled(mlp_error(x, layer) * project_on(x.direction_grad(), x.w.mlp_write_onto(layer)), x.write_scale(layer, "mlp"))
         return masked_unless(out, precedes(layer, MLP, x.ctx.direction))
 
     layers = _layers_of(MLP_LATENTS)

@@ -50,14 +50,14 @@ def act_times_grad(x: Inputs, layer: int | None) -> Tensor:
 
 def direct(x: Inputs, layer: int | None) -> Tensor:
     assert layer is not None
-    out = scaled(_post(x, layer) * project_on(x.direction_grad(), x.w.mlp_write(layer)), x.write_scale(layer, "mlp"))
+    out = scaled(_post(x, layer) * project_on(x.direction_grad(), x.w.mlp_write_onto(layer)), x.write_scale(layer, "mlp"))
     return masked_unless(out, precedes(layer, MLP, x.ctx.direction))
 
 
 def onto_read(x: Inputs, layer: int | None) -> Tensor:
     assert layer is not None
     r, point = read_direction(x)
-    out = scaled(_post(x, layer) * project_on(r, x.w.mlp_write(layer)), x.write_scale(layer, "mlp"))
+    out = scaled(_post(x, layer) * project_on(r, x.w.mlp_write_onto(layer)), x.write_scale(layer, "mlp"))
     return masked_unless(out, precedes(layer, MLP, point))
 
 

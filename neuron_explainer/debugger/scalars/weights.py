@@ -31,6 +31,9 @@ _READS_SUBLAYER = {
 _RESID_POINTS = {"resid.post_attn": RESID_POST_ATTN, "resid.post_mlp": RESID_POST_MLP}
 
 
+_COLUMNS = 256  # neurons' writes made at once where the whole matrix would be a copy
+
+
 class Weights:
     def __init__(self, model: Transformer):
         self.model = model
@@ -64,6 +67,12 @@ class Weights:
         """(d_model, d_mlp): column n is what neuron n writes per unit of activation."""
         return self._cached_if_view(("mlp", layer), lambda: self.model.mlp_write(layer))
 
+    def mlp_write_onto(self, layer: int) -> Tensor | Callable[[Tensor], Tensor]:
+        """What `project_on` takes to dot directions with every neuron's write: the held matrix,
+        or the model's product that needs no gain-scaled copy of it."""
+        held = self._cache.get(("mlp", layer))
+        return held if held is not None else (lambda d: self.model.mlp_write_onto(layer, d))
+
     def mlp_write_columns(self, layer: int, neurons: Tensor) -> Tensor:
         """(d_model, m): the writes of some neurons (without making every neuron's)."""
         if ("mlp", layer) in self._cache:
@@ -72,7 +81,15 @@ class Weights:
             return self.model.mlp_write_columns(layer, neurons).float()
 
     def mlp_write_norms(self, layer: int) -> Tensor:
-        return self._cached(("mlp_norms", layer), lambda: self.mlp_write(layer).norm(dim=0))
+        def make() -> Tensor:  # a few columns at a time: no copy of the whole matrix
+            n = self.model.cfg.d_mlp
+            device = self.model.device
+            return torch.cat([
+                self.mlp_write_columns(layer, torch.arange(s, min(s + _COLUMNS, n), device=device)).norm(dim=0)
+                for s in range(0, n, _COLUMNS)
+            ])
+
+        return self._cached(("mlp_norms", layer), make)
 
     def head_write(self, layer: int) -> Tensor:
         """(heads, d_head, d_model): W_O split by head."""
