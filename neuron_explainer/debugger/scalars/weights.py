@@ -1,5 +1,6 @@
 """Write and read directions of every node kind, from the model interface (and the attached
-autoencoders), in fp32, computed once per model and cached."""
+autoencoders), in fp32, computed once per model and cached; the sublayers' write matrices are
+held only where they are views of the weights (`_cached_if_view`)."""
 
 from __future__ import annotations
 
