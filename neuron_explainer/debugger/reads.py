@@ -316,9 +316,7 @@ def token_pre_activations(x: Inputs, node: ReadNode) -> Tensor:
             n = node.index[-1]
             zero = torch.zeros(1, model.cfg.d_model, device=model.device, dtype=model.dtype)
             b = model.mlp_traced(layer, zero)[0, n].float()
-            with torch.enable_grad():
-                z = zero.float().requires_grad_(True)
-                (w_in,) = torch.autograd.grad(model.mlp_traced(layer, z.to(model.dtype))[0, n].float(), z)
+            w_in = model.mlp_traced_read(layer, zero, torch.tensor([n], device=model.device))
             for start in range(0, embeddings.shape[0], _VOCAB_CHUNK):
                 y = model.normalized(embeddings[start : start + _VOCAB_CHUNK]) * gain + bias
                 out.append(y @ w_in[0] + b)
