@@ -184,3 +184,30 @@ def test_batched_and_cached_answers_equal_the_reference_path(
     for i in range(N_PROMPTS):
         assert_response_equal(reference[i], cold[i], unions, f"cold[{i}]")
         assert_response_equal(reference[i], warm[i], unions, f"warm[{i}]")
+
+
+@pytest.mark.parametrize(("mlp", "attn", "more"), COMPONENTS, ids=[c[0] for c in COMPONENTS])
+def test_answers_without_room_for_derived_scalars_equal_the_cached_ones(
+    served: tuple[TestClient, Debugger], monkeypatch: pytest.MonkeyPatch, mlp: str, attn: str, more: dict[str, Any]
+) -> None:
+    """A long prompt's scalars do not all fit the recording's cache (`ScalarCache`): they are
+    streamed layer by layer, the values at the listed nodes kept from the rankings' candidates
+    or computed again. With no room at all (every tensor streamed), one prompt alone and a batch
+    of three (the other prompts' nodes computed again) answer what the cached path answers."""
+    from neuron_explainer.debugger import scalar_cache
+
+    client, d = served
+    prompts = random_prompts(d, 3)
+    subs = [tdb(p, mlp, attn, more, ablate=i == 1) for i, p in enumerate(prompts)]
+    size = d.scored_cache_size
+    try:
+        d.scored_cache_size = 0
+        cached_alone, cached_batch = post(client, subs[:1]), post(client, subs)
+        monkeypatch.setattr(scalar_cache, "DEFAULT_BUDGET_BYTES", 0)
+        streamed_alone, streamed_batch = post(client, subs[:1]), post(client, subs)
+    finally:
+        d.scored_cache_size = size
+    assert_response_equal(cached_alone[0], streamed_alone[0], top_k_unions(cached_alone), "alone")
+    unions = top_k_unions(cached_batch)
+    for i in range(N_PROMPTS):
+        assert_response_equal(cached_batch[i], streamed_batch[i], unions, f"batch[{i}]")

@@ -7,7 +7,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from neuron_explainer.activation_server.ranking import BLOCK, rank, row_extremes, unravel
+from neuron_explainer.activation_server.ranking import (
+    BLOCK,
+    StreamingTopK,
+    rank,
+    row_extremes,
+    unravel,
+)
 
 
 def _cases() -> list[tuple[str, torch.Tensor]]:
@@ -64,6 +70,23 @@ def test_rank_over_small_and_large_tensors_is_one_top_k_over_all(k: int, largest
     # a flat index unravels to the entry it names
     s, i = ranked[0]
     assert float(segments[s][unravel(i, segments[s].shape)]) == float(got[0])
+
+
+@pytest.mark.parametrize("largest", [True, False])
+@pytest.mark.parametrize("case", range(len(_cases())))
+def test_streamed_candidates_name_entries_holding_the_k_best(case: int, largest: bool) -> None:
+    """What a tensor leaves behind once dropped: its candidates' row-major indices (None: all
+    of it), among them its own k best entries."""
+    name, x = _cases()[case]
+    k = 10
+    top = StreamingTopK(k, largest)
+    found = top.candidates(top.add(0, x))
+    if found is None:
+        assert x.numel() <= 2 * k * BLOCK, name
+        return
+    assert len(set(found.tolist())) == found.numel(), name
+    among = x.reshape(-1)[found]
+    assert torch.equal(among.topk(k, largest=largest).values, x.reshape(-1).topk(k, largest=largest).values), name
 
 
 def test_rank_of_nothing_is_empty() -> None:

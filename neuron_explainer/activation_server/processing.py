@@ -27,7 +27,7 @@ from torch import Tensor
 
 from neuron_explainer.activation_server import schemas as S
 from neuron_explainer.activation_server.errors import RequestError
-from neuron_explainer.activation_server.ranking import rank, unravel
+from neuron_explainer.activation_server.node_scalars import NodeScalars, kept_axes
 from neuron_explainer.activation_server.scored_tokens import TokenScorer, finite
 from neuron_explainer.debugger import reads
 from neuron_explainer.debugger import scalars as sc
@@ -427,12 +427,14 @@ class Debugger:
 
         # Node sets of top-k steps are unioned by step name across the batch.
         nodes_by_name: dict[str, list[S.MirroredNodeIndex]] = {}
+        scalars: list[NodeScalars] = []  # each prompt's, read by all its top-k steps
         for sub, rec in zip(subs, recordings, strict=True):
-            rankings: dict[Any, list[tuple[int, int]]] = {}  # shared by this prompt's top-k steps
-            for name, spec in sub.processing_request_spec_by_name.items():
-                if isinstance(spec, S.MultipleTopKDerivedScalarsRequestSpec):
-                    nodes_by_name.setdefault(name, [])
-                    nodes_by_name[name] += self._top_k_nodes(spec, rec, rankings)
+            top_k = {name: spec for name, spec in sub.processing_request_spec_by_name.items()
+                     if isinstance(spec, S.MultipleTopKDerivedScalarsRequestSpec)}
+            scalars.append(NodeScalars(self.weights, rec, top_k.values()))
+            for name, spec in top_k.items():
+                nodes_by_name.setdefault(name, [])
+                nodes_by_name[name] += scalars[-1].nodes(spec)
         nodes_by_name = {k: list(dict.fromkeys(v)) for k, v in nodes_by_name.items()}
         scored = self._scored_steps(subs, recordings, nodes_by_name)
 
@@ -445,7 +447,7 @@ class Debugger:
                     data[name] = scored[(i, name)]
                     continue
                 try:
-                    data[name] = self._process(spec, rec, nodes_by_name, sub, field)
+                    data[name] = self._process(spec, rec, scalars[i], nodes_by_name, sub, field)
                 except sc.Unsupported as e:
                     raise RequestError(f"{field}: {e}") from None
             info = S.InferenceAndTokenData(
@@ -556,68 +558,14 @@ class Debugger:
         _, st = sc.resolve(dst, self.weights)
         return [(layer, sc.compute(dst, rec, self.weights, layer)) for layer in st.layer_list(self.weights, rec.context)]
 
-    def _restrict(self, x: Tensor, token_index: int | None) -> Tensor:
-        return x if token_index is None else x[token_index : token_index + 1 or None]
-
-    def _top_k_nodes(
-        self, spec: S.MultipleTopKDerivedScalarsRequestSpec, rec: Recording, rankings: dict[Any, list[tuple[int, int]]] | None = None
-    ) -> list[S.MirroredNodeIndex]:
-        """The union over groups of each group's top (and, unless the group is non-negative,
-        bottom) k nodes across all its scalars and layers. `rankings` memoizes each ranking for
-        the prompt, so a later step asking for fewer nodes of the same scalars (the TDB
-        request's k=1 steps after its node table) slices it instead of ranking again."""
-        rankings = {} if rankings is None else rankings
-        nodes: list[S.MirroredNodeIndex] = []
-        for group, dsts in spec.dst_list_by_group_id.items():
-            segments = [
-                (dst.value, layer, self._restrict(x, spec.token_index))
-                for dst in dsts
-                for layer, x in self._layer_tensors(dst.value, rec)
-            ]
-            directions = [True] if group.exclude_bottom_k else [True, False]
-            n_total = sum(x.numel() for _, _, x in segments)
-            if n_total == 0:
-                continue
-            if spec.top_and_bottom_k is None and n_total > S.MAX_NODE_TABLE_K:
-                raise RequestError(
-                    f"topAndBottomK: without it every one of the {n_total} {group.value} nodes is "
-                    f"listed; give topAndBottomK (at most {S.MAX_NODE_TABLE_K})"
-                )
-            want = n_total if spec.top_and_bottom_k is None else min(spec.top_and_bottom_k, n_total)
-            for largest in directions:
-                key = (tuple(dsts), spec.token_index, largest)
-                ranked = rankings.get(key)
-                if ranked is None or len(ranked) < want:
-                    ranked = rankings[key] = rank([x for _, _, x in segments], want, largest)
-                for seg, flat_index in ranked[:want]:
-                    dst_name, layer, x = segments[seg]
-                    tensor_indices = list(unravel(flat_index, x.shape))
-                    if spec.token_index is not None:
-                        tensor_indices[0] = spec.token_index
-                    nodes.append(
-                        S.MirroredNodeIndex(
-                            node_type=S.NodeType(sc.SCALARS[dst_name].node_type),
-                            tensor_indices=tuple(tensor_indices),
-                            layer_index=layer,
-                            pass_type=S.PassType.FORWARD,
-                        )
-                    )
-        return nodes
-
     def _value_at(self, dsts: Sequence[S.DerivedScalarType], node: S.MirroredNodeIndex, rec: Recording) -> float:
-        for dst in dsts:
-            if sc.SCALARS[dst.value].node_type != node.node_type.value:
-                continue
-            if node.layer_index not in sc.resolve(dst.value, self.weights)[1].layer_list(self.weights, rec.context):
-                continue
-            x = sc.compute(dst.value, rec, self.weights, node.layer_index)
-            if x.ndim == len(node.tensor_indices):
-                return float(x[tuple(node.tensor_indices)])
-        raise RequestError(f"no scalar in the group scores {node.node_type.value} nodes")
+        return NodeScalars(self.weights, rec, []).value_at(dsts, node)
 
-    def _multiple_top_k(self, spec: S.MultipleTopKDerivedScalarsRequestSpec, rec: Recording, nodes: list[S.MirroredNodeIndex]) -> S.MultipleTopKDerivedScalarsResponseData:
+    def _multiple_top_k(
+        self, spec: S.MultipleTopKDerivedScalarsRequestSpec, scalars: NodeScalars, nodes: list[S.MirroredNodeIndex]
+    ) -> S.MultipleTopKDerivedScalarsResponseData:
         activations = {
-            group: [finite(self._value_at(dsts, n, rec)) for n in nodes]
+            group: [finite(scalars.value_at(dsts, n)) for n in nodes]
             for group, dsts in spec.dst_list_by_group_id.items()
         }
         keep = {d.value for d in spec.dimensions_to_keep_for_intermediate_sum}
@@ -626,12 +574,7 @@ class Debugger:
             sums[group] = {}
             for dst in dsts:
                 # axes: token axes first (one, or query and key for attention), then the node axes
-                n_token_axes = sc.resolve(dst.value, self.weights)[1].token_axes
-                kept_axes = [a for a, name in enumerate(("sequence_tokens", "attended_to_sequence_tokens")[:n_token_axes]) if name in keep]
-                per_layer = []
-                for _, x in self._layer_tensors(dst.value, rec):
-                    drop = [a for a in range(x.ndim) if a not in kept_axes]
-                    per_layer.append(x.sum(dim=drop) if drop else x)
+                per_layer = scalars.layer_sums(dst.value, kept_axes(self.weights, dst.value, keep))
                 if not per_layer:
                     continue
                 # "layers" kept: one leading entry per layer (a single one for layerless scalars
@@ -705,10 +648,13 @@ class Debugger:
             )
         )
 
-    def _process(self, spec: Any, rec: Recording, nodes_by_name: dict[str, list[S.MirroredNodeIndex]], sub: S.InferenceSubRequest, field: str) -> Any:
+    def _process(
+        self, spec: Any, rec: Recording, scalars: NodeScalars, nodes_by_name: dict[str, list[S.MirroredNodeIndex]],
+        sub: S.InferenceSubRequest, field: str,
+    ) -> Any:
         inputs = sc.Inputs(rec, self.weights, rec.context)
         if isinstance(spec, S.MultipleTopKDerivedScalarsRequestSpec):
-            return self._multiple_top_k(spec, rec, nodes_by_name[_name_of(sub, spec)])
+            return self._multiple_top_k(spec, scalars, nodes_by_name[_name_of(sub, spec)])
         if isinstance(spec, S.ScoredTokensRequestSpec):
             return self.scorer.scored_tokens(spec, inputs, nodes_by_name[spec.depends_on_spec_name])
         if isinstance(spec, S.TokenPairAttributionRequestSpec):

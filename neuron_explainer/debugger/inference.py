@@ -19,6 +19,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from neuron_explainer.debugger.scalar_cache import ScalarCache
 from neuron_explainer.models.transformer import MODEL_LOCATIONS, Transformer, hook_name
 
 # An index into one prompt's activation tensor; None means "all positions along this axis".
@@ -109,7 +110,7 @@ class Recording:
     objective: float | None = None  # what was differentiated: the traced quantity, else the loss
     loss: float | None = None  # the loss, when the request has one (also while tracing)
     traced_value: float | None = None  # the traced quantity, when tracing
-    derived: dict[tuple[str, int | None], Tensor] = field(default_factory=dict)  # scalars cache
+    derived: ScalarCache = field(default_factory=ScalarCache)  # the derived scalars computed on it
     context: Any = None  # what the derived scalars need to know of the request (their caller's)
 
 
@@ -213,6 +214,7 @@ def run(
             g = grads.get(site)
             full = torch.zeros_like(kept[site][row]) if g is None else g[row]
             rec.gradients[site] = _to_prompt_layout(site, full.detach(), lengths[row])
+        rec.derived.share([*rec.activations.values(), *rec.gradients.values()])
         rec.objective, rec.loss, rec.traced_value = (
             None if x is None else float(x.detach()) for x in (objectives[row], losses[row], traced[row])
         )

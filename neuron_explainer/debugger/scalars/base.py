@@ -113,10 +113,9 @@ class Inputs:
         return None if location is None else self.act(location, layer)
 
     def cached(self, key: tuple[str, int | None], make: Callable[[], Tensor]) -> Tensor:
-        """A tensor shared by several scalars of this recording, computed once."""
-        if key not in self.rec.derived:
-            self.rec.derived[key] = make()
-        return self.rec.derived[key]
+        """A tensor shared by several scalars of this recording, computed once (while the
+        recording's cache has room for it)."""
+        return self.rec.derived.get(key, make)
 
 
 def scaled(x: Tensor, scale: Tensor | None) -> Tensor:

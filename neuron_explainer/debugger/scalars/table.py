@@ -124,15 +124,16 @@ def sites_needed(
 
 
 def compute(name: str, rec: Recording, w: Weights, layer: int | None, ctx: Context | None = None) -> Tensor:
-    """The scalar `name` at `layer` for one recording, computed once and then cached on it.
-    The context is `ctx`, else the recording's, else no trace and no read node."""
-    key = (name, layer)
-    if key not in rec.derived:
+    """The scalar `name` at `layer` for one recording, cached on it while its cache has room
+    (`ScalarCache`). The context is `ctx`, else the recording's, else no trace and no read node."""
+
+    def make() -> Tensor:
         _, st = resolve(name, w)
         context = ctx or rec.context or default_context(w)
         with torch.no_grad():
-            rec.derived[key] = st.fn(Inputs(rec, w, context), layer)
-    return rec.derived[key]
+            return st.fn(Inputs(rec, w, context), layer)
+
+    return rec.derived.get((name, layer), make)
 
 
 def compute_backward(name: str, rec: Recording, w: Weights, layer: int | None) -> Tensor:
