@@ -433,11 +433,14 @@ class Transformer(nn.Module):
         if looked_at or cfg.attn_softcap is not None:
             if group > 1:
                 k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-            scores = (q @ k.transpose(-1, -2)) * cfg.scale
+            # the scale on the queries (s x d_head numbers), not on the (s x s) scores, and -inf
+            # where a query may not look filled in place (its gradient there is 0: nothing reads a
+            # blocked pair): no pass over the scores that a long prompt would pay twice
+            scores = (q * cfg.scale) @ k.transpose(-1, -2)
             if cfg.attn_softcap is not None:
                 scores = torch.tanh(scores / cfg.attn_softcap) * cfg.attn_softcap
             allowed = mask if mask is not None else _causal(s, x.device)
-            scores = self.hook(p + "attn.qk_logits", scores.masked_fill(~allowed, float("-inf")))
+            scores = self.hook(p + "attn.qk_logits", scores.masked_fill_(~allowed, float("-inf")))
             probs = torch.softmax(scores.to(torch.promote_types(scores.dtype, torch.float32)), dim=-1)
             probs = self.hook(p + "attn.qk_probs", probs.to(v.dtype))
             out = probs @ v
