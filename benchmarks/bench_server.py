@@ -27,6 +27,14 @@ Requests: the client's default at 64 tokens and at 7 tokens, and an ablated + un
 process's peak RSS <= 100 MiB above a process that loads the model and runs the bare pass; the
 answer for 512 tokens < 2 MB of JSON. With --scaling: the cold ratio at 16, 64, 256 and 1024
 tokens, which must not grow with the prompt.
+
+What grows with the square of the prompt (token pairs x heads): the recorded attention (the
+bare pass runs fused SDPA; a request records the pattern and its gradient, so it runs explicit
+softmax attention); the head scalars of the node table (act x grad, write norm, direct effect,
+each (T, T, heads) per layer), computed once per layer and dropped after ranking
+(`activation_server/node_scalars.py`, within the recording's 64 MiB `ScalarCache`); and
+`componentSumsForTokenDisplay`, the original client's (T, T) matrix of act x grad, the only
+answer term quadratic in the prompt (~2.6 MB of the 3 MB at 512 tokens).
 """
 
 from __future__ import annotations
