@@ -12,6 +12,7 @@ one); values at positions that are not kept (another prompt's nodes) are compute
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -118,7 +119,7 @@ class NodeScalars:
         for group, dsts in spec.dst_list_by_group_id.items():
             key = (tuple(d.value for d in dsts), spec.token_index)
             segments = self._segments[key]
-            n_total = sum(_numel(shape) for _, _, shape in segments)
+            n_total = sum(math.prod(shape) for _, _, shape in segments)
             if n_total == 0:
                 continue
             if spec.top_and_bottom_k is None and n_total > S.MAX_NODE_TABLE_K:
@@ -184,15 +185,10 @@ class NodeScalars:
         return self._layers[dst]
 
 
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for size in shape:
-        n *= size
-    return n
-
-
-def _flat_index(indices: Sequence[Any], shape: tuple[int, ...] | None) -> int | None:
-    if shape is None or len(indices) != len(shape) or any(i is None for i in indices):
+def _flat_index(indices: Sequence[Any], shape: tuple[int, ...]) -> int | None:
+    """A node's index into a tensor of `shape` -> its row-major offset (None if it names no
+    single entry of it)."""
+    if len(indices) != len(shape) or any(i is None for i in indices):
         return None
     flat = 0
     for i, size in zip(indices, shape, strict=True):

@@ -115,7 +115,8 @@ def _row_major_strides(shape: Sequence[int]) -> list[int]:
 def _row_major_index(shape: Sequence[int], order: list[int], position: int) -> int:
     """A flat index into a memory-order view (axes permuted by `order`) -> the row-major one."""
     coords = unravel(position, [shape[a] for a in order])
-    return sum(c * _row_major_strides(shape)[a] for a, c in zip(order, coords, strict=True))
+    strides = _row_major_strides(shape)
+    return sum(c * strides[a] for a, c in zip(order, coords, strict=True))
 
 
 def row_extremes(scores: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -789,8 +789,8 @@ def _times_vocab(rows: Tensor, vocab: Tensor) -> Tensor:
     On the CPU in fp32 this calls oneDNN's inner product directly: aten's matmul calls MKL,
     whose fp32 kernels on AMD CPUs run at about half the speed (GPT-2's vocabulary, 136 rows, 2
     threads of an AVX-512 EPYC: 59 ms against 105 ms for MKL's best layout, the same sums to
-    1e-6); the op has no backward, so not under autograd. Elsewhere: vocab @ rows.T, the rows padded to a multiple of 8 (MKL's kernels slow
-    down ~1.5x otherwise), transposed and copied."""
+    1e-6); the op has no backward, so not under autograd. Elsewhere: vocab @ rows.T, the rows
+    padded to a multiple of 8 (MKL's kernels slow down ~1.5x otherwise), transposed and copied."""
     differentiated = torch.is_grad_enabled() and (rows.requires_grad or vocab.requires_grad)
     if _ONEDNN_LINEAR and not differentiated and rows.device.type == "cpu" and rows.dtype == vocab.dtype == torch.float32:
         return torch.ops.mkldnn._linear_pointwise(rows.contiguous(), vocab.contiguous(), None, "none", [], "")
