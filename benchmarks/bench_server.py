@@ -239,6 +239,9 @@ def child_server(args: argparse.Namespace) -> None:
 
     gc.freeze()  # as the CLI does before serving: the collector skips what start-up built
     sock = socket.socket()
+    # as on the sockets uvicorn binds itself (the CLI's): without it, each small answer
+    # on a kept-alive connection waits ~40 ms for the client's delayed ACK (Nagle's algorithm)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
