@@ -524,10 +524,20 @@ class Transformer(nn.Module):
         if logit_positions is not None:
             x = x.gather(1, logit_positions[:, :, None].expand(-1, -1, x.shape[-1]))
         x = self.hook("resid.post_ln_f", self._norm(x, self.final_ln, "resid.ln_f.scale"))
-        logits = self.unembed(x)
-        if cfg.final_softcap is not None:
-            logits = torch.tanh(logits / cfg.final_softcap) * cfg.final_softcap
-        return self.hook("logits", logits)
+        return self.hook("logits", self._softcap(self.unembed(x)))
+
+    def _softcap(self, logits: Tensor) -> Tensor:
+        cap = self.cfg.final_softcap
+        return logits if cap is None else torch.tanh(logits / cap) * cap
+
+    @torch.no_grad()
+    def logits_of(self, resid: Tensor) -> Tensor:
+        """(..., n_vocab): the logits of last-block residual streams (..., d_model), as the
+        forward computes them (final norm, unembedding, soft-cap), outside autograd and without
+        the hooks after the last block; through the fast vocabulary product (`_times_vocab`)."""
+        normed = self._norm(resid, self.final_ln, "resid.ln_f.scale")
+        flat = normed.reshape(-1, normed.shape[-1]).to(self.unembed.weight.dtype)
+        return self._softcap(_times_vocab(flat, self.unembed.weight)).view(*resid.shape[:-1], -1)
 
     # -------------------------------------------------------------- sampling
 
