@@ -34,7 +34,10 @@ softmax attention); the head scalars of the node table (act x grad, write norm, 
 each (T, T, heads) per layer), computed once per layer and dropped after ranking
 (`activation_server/node_scalars.py`, within the recording's 64 MiB `ScalarCache`); and
 `componentSumsForTokenDisplay`, the original client's (T, T) matrix of act x grad, the only
-answer term quadratic in the prompt (~2.6 MB of the 3 MB at 512 tokens).
+answer term quadratic in the prompt: sent at display resolution (10^-5 of its largest entry, at
+most 5 digits, zeros as 0; `activation_server/wire_floats.py`), 1.3-1.5 MB of the ~1.7-1.9 MB
+at 512 tokens (half of its 262k entries are the causal mask's zeros); exact, it was 2.6 MB
+of 3.0.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from neuron_explainer.activation_server import schemas as S
 from neuron_explainer.activation_server.errors import RequestError
 from neuron_explainer.activation_server.node_scalars import NodeScalars, kept_axes
 from neuron_explainer.activation_server.scored_tokens import TokenScorer, finite
+from neuron_explainer.activation_server.wire_floats import short_floats, tensor_nd
 from neuron_explainer.debugger import reads
 from neuron_explainer.debugger import scalars as sc
 from neuron_explainer.debugger.inference import (
@@ -564,8 +565,8 @@ class Debugger:
     def _multiple_top_k(
         self, spec: S.MultipleTopKDerivedScalarsRequestSpec, scalars: NodeScalars, nodes: list[S.MirroredNodeIndex]
     ) -> S.MultipleTopKDerivedScalarsResponseData:
-        activations = {
-            group: [finite(scalars.value_at(dsts, n)) for n in nodes]
+        activations = {  # float32 values, in their shortest digits
+            group: short_floats(torch.tensor([scalars.value_at(dsts, n) for n in nodes], dtype=torch.float64)).tolist()
             for group, dsts in spec.dst_list_by_group_id.items()
         }
         keep = {d.value for d in spec.dimensions_to_keep_for_intermediate_sum}
@@ -574,13 +575,15 @@ class Debugger:
             sums[group] = {}
             for dst in dsts:
                 # axes: token axes first (one, or query and key for attention), then the node axes
-                per_layer = scalars.layer_sums(dst.value, kept_axes(self.weights, dst.value, keep))
+                axes = kept_axes(self.weights, dst.value, keep)
+                per_layer = scalars.layer_sums(dst.value, axes)
                 if not per_layer:
                     continue
                 # "layers" kept: one leading entry per layer (a single one for layerless scalars
                 # such as the embeddings), else summed over layers
                 total = torch.stack(per_layer) if S.Dimension.LAYERS.value in keep else sum(per_layer[1:], per_layer[0])
-                sums[group][dst] = _tensor_nd(total)
+                # per token pair: quadratic in the prompt, sent at display resolution
+                sums[group][dst] = tensor_nd(total, display=len(axes) == 2)
         strings = None
         if any(n.node_type == S.NodeType.VOCAB_TOKEN for n in nodes):
             strings = [self.token_strings[n.tensor_indices[-1]] if n.node_type == S.NodeType.VOCAB_TOKEN and n.tensor_indices[-1] is not None else None for n in nodes]
@@ -753,7 +756,7 @@ class Debugger:
             ),
             # the original client's "input token effects": act x grad per token pair (it sums the
             # pairs both ways). The only answer term quadratic in the prompt: n^2 numbers, summed
-            # over layers and heads.
+            # over layers and heads, sent at display resolution (wire_floats.display_floats).
             "componentSumsForTokenDisplay": token_sums([S.GroupId.ACT_TIMES_GRAD], [T, A]),
             # not in the original server, for this viewer: the same sums for every effect, per
             # query token and per attended-to token (linear in the prompt)
@@ -926,36 +929,3 @@ def _name_of(sub: S.InferenceSubRequest, spec: Any) -> str:
         if s is spec:
             return name
     raise KeyError("spec not in sub-request")
-
-
-def short_floats(x: Tensor) -> Tensor:
-    """float64 values that round back to exactly the given float32 values and print in at most 9
-    significant digits (always enough for float32) wherever the powers of ten involved are
-    exact doubles, from 1e-14 to 1e30; outside, a value keeps its float64 expansion. The JSON of
-    a tensor is about 40% shorter and no value changes. NaN and infinities become -999, as the
-    original server sent them."""
-    x32 = x.detach().to("cpu", torch.float32)
-    x64 = x32.double()
-    magnitude = x64.abs()
-    nonzero = torch.isfinite(x64) & (magnitude > 0)
-    # 10^(8 - exponent), a power of ten computed exactly where it is one (|k| <= 22) so that
-    # round(x * 10^k) / 10^k is the nearest double to a 9-digit decimal
-    k = (8 - torch.floor(torch.log10(torch.where(nonzero, magnitude, 1.0)))).clamp(-300, 300)
-    up = torch.pow(10.0, k.clamp(min=0))
-    down = torch.pow(10.0, (-k).clamp(min=0))
-    rounded = torch.round(x64 * up / down) * down / up
-    exact = nonzero & (rounded.float() == x32)
-    out = torch.where(exact, rounded, x64)
-    return torch.where(torch.isfinite(out), out, torch.full_like(out, -999.0))
-
-
-def _tensor_nd(x: Tensor) -> Any:
-    values = short_floats(x)
-    if x.ndim == 0:
-        return S.Tensor0D.model_construct(value=float(values))
-    rows = values.tolist()
-    if x.ndim == 1:
-        return S.Tensor1D.model_construct(value=rows)
-    if x.ndim == 2:
-        return S.Tensor2D.model_construct(value=rows)
-    return S.Tensor3D.model_construct(value=rows)

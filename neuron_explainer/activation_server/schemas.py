@@ -31,7 +31,9 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    PlainSerializer,
     Tag,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -603,6 +605,26 @@ class TensorType(StrEnum):
     TENSOR_3D = "tensor_3d"
 
 
+def _as_built(value: Any) -> Any:
+    return value
+
+
+def _nested_numbers(depth: int) -> WithJsonSchema:
+    schema: dict[str, Any] = {"type": "number"}
+    for _ in range(depth):
+        schema = {"items": schema, "type": "array"}
+    return WithJsonSchema({**schema, "title": "Value"})
+
+
+# A tensor's values: nested lists of floats, validated as such; sent as the server built them
+# (`wire_floats`: floats, and 0 for the zeros of display-resolution sums) without pydantic
+# walking every number again, under the JSON schema of nested floats.
+_SENT_AS_BUILT = PlainSerializer(_as_built, return_type=Any, when_used="json")
+Values1D = Annotated[list[float], _SENT_AS_BUILT, _nested_numbers(1)]
+Values2D = Annotated[list[list[float]], _SENT_AS_BUILT, _nested_numbers(2)]
+Values3D = Annotated[list[list[list[float]]], _SENT_AS_BUILT, _nested_numbers(3)]
+
+
 class Tensor0D(ImmutableCamelModel):
     """A scalar sent as JSON."""
 
@@ -614,21 +636,21 @@ class Tensor1D(ImmutableCamelModel):
     """A vector sent as a JSON list."""
 
     tensor_type: Literal[TensorType.TENSOR_1D] = TensorType.TENSOR_1D
-    value: list[float]
+    value: Values1D
 
 
 class Tensor2D(ImmutableCamelModel):
     """A matrix sent as nested JSON lists."""
 
     tensor_type: Literal[TensorType.TENSOR_2D] = TensorType.TENSOR_2D
-    value: list[list[float]]
+    value: Values2D
 
 
 class Tensor3D(ImmutableCamelModel):
     """A rank-3 tensor sent as nested JSON lists."""
 
     tensor_type: Literal[TensorType.TENSOR_3D] = TensorType.TENSOR_3D
-    value: list[list[list[float]]]
+    value: Values3D
 
 
 def _tensor_tag(value: Any) -> str | None:

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from neuron_explainer.activation_server import schemas as S
 from neuron_explainer.activation_server.ranking import row_extremes
+from neuron_explainer.activation_server.wire_floats import short_floats
 from neuron_explainer.debugger import head_writes as hw
 from neuron_explainer.debugger import reads
 from neuron_explainer.debugger import scalars as sc
@@ -65,13 +66,13 @@ class TokenScorer:
     def top_tokens(self, scores: Tensor, n: int) -> list[S.TopTokens]:
         """Most and least scored vocabulary tokens per row of `scores` (nodes x vocab)."""
         top_v, top_i, bot_v, bot_i = row_extremes(scores, n)
-        # in float64, as the scalars reach JSON
+        # normalized in float64, then sent (as the scores) in float32's shortest digits
         scale = torch.maximum(top_v[:, :1].abs(), bot_v[:, :1].abs()).double().clamp(min=1e-30)
         strings = self.token_strings
 
         def finite_list(x: Tensor) -> list[list[float]]:
-            # JSON has no NaN/inf; the original server sent -999 for them
-            return torch.nan_to_num(x, nan=-999.0, posinf=-999.0, neginf=-999.0).tolist()
+            # in float32's shortest digits (scores are float32), NaN and inf as -999
+            return short_floats(x).tolist()
 
         def pack(values: list[float], normalized: list[float], ids: list[int]) -> list[dict[str, Any]]:
             return [
