@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import subprocess
+import sys
 
 import pytest
 
@@ -38,6 +40,13 @@ def _allocate_and_free(total: int) -> None:
 
 
 def test_freed_memory_is_kept_below_the_allowance_and_returned_above_it() -> None:
+    """In a fresh process: the suite's own heap (what earlier tests freed, threads they left)
+    would move the resident sizes this reads."""
+    result = subprocess.run([sys.executable, __file__], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def _scenario() -> None:
     memory.release_freed_memory(retain=0)  # a trim: the baseline
     _allocate_and_free(16 * MB)
     held = memory.resident_bytes()
@@ -52,3 +61,7 @@ def test_freed_memory_is_kept_below_the_allowance_and_returned_above_it() -> Non
     assert memory.release_freed_memory(retain=64 * MB) is False  # nothing has grown since
     for p in _pins:
         _LIBC.free(p)
+
+
+if __name__ == "__main__":
+    _scenario()

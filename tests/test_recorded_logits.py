@@ -76,3 +76,46 @@ def test_a_forward_ablation_of_the_final_norm_keeps_every_position_in_the_graph(
     with torch.no_grad(), model.hooks(fwd={"resid.ln_f.scale": double_scale}):
         expected = model(tokens)[0]
     torch.testing.assert_close(rec.activations[Site("logits")], expected)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gemma2"])  # the sums: linear / through the soft-cap
+def test_a_top_output_tokens_step_reads_the_deferred_logits_at_one_token(family: str) -> None:
+    """The TDB request's top output tokens rank the logits at one token and sum them over the
+    vocabulary per token: from the last residual stream, without every position's logits.
+    Ranking, values and sums are transformers' (the sums against float64 sums of its logits)."""
+    from neuron_explainer.activation_server import schemas as S
+    from neuron_explainer.activation_server.node_scalars import NodeScalars
+    from neuron_explainer.debugger import scalars as sc
+
+    hf = hf_model(family, seed=0)
+    model = from_transformers(hf)
+    model.requires_grad_(False)
+    (rec,) = run(model, [PromptRequest(PROMPTS[0], [DETACH], LOSS)], [Site("logits")], [])
+    assert Site("logits") in rec.activations and rec.activations.is_deferred(Site("logits"))
+    spec = S.MultipleTopKDerivedScalarsRequestSpec(
+        dst_list_by_group_id={S.GroupId.LOGITS: [S.DerivedScalarType.LOGITS]}, top_and_bottom_k=20, token_index=-1
+    )
+    weights = sc.Weights(model)
+    scalars = NodeScalars(weights, rec, [spec])
+    nodes = scalars.nodes(spec)
+    values = scalars.values_at(spec.dst_list_by_group_id[S.GroupId.LOGITS], nodes)
+    (per_token,) = scalars.layer_sums("logits", (0,))
+    assert rec.activations.is_deferred(Site("logits"))  # never the whole (T, vocab)
+
+    with torch.no_grad():
+        expected = hf(torch.tensor([PROMPTS[0]])).logits[0].double()
+    last = expected[-1]
+    top = last.topk(20).indices.tolist()
+    if not S.GroupId.LOGITS.exclude_bottom_k:
+        top += last.topk(20, largest=False).indices.tolist()
+    assert [n.tensor_indices for n in nodes] == [(-1, v) for v in top]  # at the step's token index
+    torch.testing.assert_close(torch.tensor(values, dtype=torch.float64), last[top], rtol=1e-4, atol=1e-4)
+    scale = float(expected.abs().sum(-1).max())  # the sums' error is relative to the terms summed
+    torch.testing.assert_close(per_token.double(), expected.sum(-1), rtol=0, atol=1e-6 * scale)
+    # a node of another prompt (not a candidate here) is looked up at its token alone
+    other = S.MirroredNodeIndex(node_type=S.NodeType.VOCAB_TOKEN, tensor_indices=(2, 11), layer_index=None, pass_type=S.PassType.FORWARD)
+    assert scalars.values_at(spec.dst_list_by_group_id[S.GroupId.LOGITS], [other])[0] == pytest.approx(float(expected[2, 11]), abs=1e-4)
+    assert rec.activations.is_deferred(Site("logits"))
+    # read as a whole, they are computed then, and are the same
+    torch.testing.assert_close(rec.activations[Site("logits")].double(), expected, rtol=1e-4, atol=1e-4)
+    assert not rec.activations.is_deferred(Site("logits"))

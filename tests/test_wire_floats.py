@@ -29,6 +29,11 @@ def test_every_value_reads_back_as_the_same_float32_in_nine_digits() -> None:
     text = json.dumps(values)
     back = torch.tensor(json.loads(text), dtype=torch.float64).float()
     assert torch.equal(back, x)
+    # small tensors go another way (numpy's shortest digits): the same values back
+    for part in x.split(1000):
+        small = short_floats(part).tolist()
+        assert torch.equal(torch.tensor(json.loads(json.dumps(small)), dtype=torch.float64).float(), part)
+        assert all(len(repr(v).lower().split("e")[0].replace("-", "").replace(".", "").strip("0")) <= 9 for v in small)
     for v in values:
         if not 1e-14 <= abs(v) < 1e30:
             continue
@@ -41,6 +46,9 @@ def test_every_value_reads_back_as_the_same_float32_in_nine_digits() -> None:
 def test_non_finite_values_are_sent_as_minus_999() -> None:
     x = torch.tensor([[float("nan"), float("inf")], [-float("inf"), 2.5]])
     assert short_floats(x).tolist() == [[-999.0, -999.0], [-999.0, 2.5]]
+    big = torch.full((3000,), float("nan"))
+    assert set(short_floats(big).tolist()) == {-999.0}
+    assert short_floats(torch.tensor(0.1)).tolist() == 0.1
 
 
 def _significant_digits(v: float) -> int:
@@ -73,4 +81,4 @@ def test_display_tensors_send_zeros_as_0_and_non_finite_as_minus_999() -> None:
     assert S.Tensor2D.model_validate_json(text).value == [[1.0, 0.0, 0.0], [0.0, -999.0, 2.5]]
     assert tensor_nd(torch.zeros(3), display=True).value == [0, 0, 0]
     # exact tensors keep their floats
-    assert orjson.dumps(tensor_nd(torch.tensor([0.0, 1 / 3])).model_dump(mode="json")) == b'{"tensorType":"tensor_1d","value":[0.0,0.333333343]}'
+    assert orjson.dumps(tensor_nd(torch.tensor([0.0, 1 / 3])).model_dump(mode="json")) == b'{"tensorType":"tensor_1d","value":[0.0,0.33333334]}'

@@ -8,7 +8,11 @@ the table will list. The nodes are known only after every layer has been ranked 
 batch, after every prompt has), but each lies among some ranking's candidates at its layer;
 so the values at all candidate positions of a layer's tensors are kept, which is what lets the
 tensor go. The recording's `ScalarCache` keeps small tensors whole (a short prompt's, every
-one); values at positions that are not kept (another prompt's nodes) are computed again."""
+one); values at positions that are not kept (another prompt's nodes) are computed again.
+
+A scalar that computes one token's values and its sums over nodes alone (the logits the pass
+deferred: the TDB request ranks them at one token, over 50k vocabulary nodes per position) is
+read that way wherever every ranking of it is at one token (`_scan_rows`)."""
 
 from __future__ import annotations
 
@@ -75,9 +79,13 @@ class NodeScalars:
         layers: list[int | None] = [None, *range(self.weights.model.cfg.n_layers)]
         for layer in layers:
             held: dict[str, Tensor] = {}  # this layer's tensors the cache does not keep
+            held_rows: dict[str, tuple[dict[int, Tensor], tuple[int, ...]]] = {}  # the same, by token
             positions: dict[tuple[str, tuple[int, ...]], list[Tensor]] = {}  # (node type, shape) -> candidates here
             for name, name_layers in self._layers.items():
                 if layer not in name_layers:
+                    continue
+                if self._by_token(name, layer):
+                    held_rows[name] = self._scan_rows(name, layer, positions)
                     continue
                 x = sc.compute(name, self.rec, self.weights, layer)
                 node_type = sc.SCALARS[name].node_type
@@ -109,6 +117,56 @@ class NodeScalars:
                 where = torch.unique(torch.cat(lists))  # sorted
                 where = where[where < x.numel()]
                 self._values[(name, layer)] = where, x[torch.unravel_index(where, x.shape)].clone(), tuple(x.shape)
+            for name, (rows, shape) in held_rows.items():
+                lists = [f for f in positions.get((sc.SCALARS[name].node_type, shape), []) if f.numel()]
+                if not lists:
+                    continue
+                where = torch.unique(torch.cat(lists))
+                per_token = math.prod(shape[1:])
+                where = where[torch.isin(where // per_token, torch.tensor(sorted(rows), dtype=where.dtype))]  # rows at hand
+                values = [rows[int(t)].reshape(-1)[where[where // per_token == t] - t * per_token] for t in sorted(rows)]
+                self._values[(name, layer)] = where, torch.cat(values), shape
+
+    def _by_token(self, name: str, layer: int | None) -> bool:
+        """Whether every ranking of `name` is at one token and every sum of it keeps at most
+        the token axis, and it computes those rows and sums alone (the deferred logits: a
+        prompt's top output tokens, at one token of every position's vocabulary)."""
+        if (name, layer) in self.rec.derived or not sc.has_cheap_rows(name, self.weights):
+            return False
+        if any(name in key[0] and key[1] is None for key in self._rankers):
+            return False
+        return all(axes in ((), (0,)) for sum_name, axes in self._sums if sum_name == name)
+
+    def _scan_rows(
+        self, name: str, layer: int | None, positions: dict[tuple[str, tuple[int, ...]], list[Tensor]]
+    ) -> tuple[dict[int, Tensor], tuple[int, ...]]:
+        """`_scan` of one scalar from its rows at the ranked tokens and its node sums; returns
+        the rows by token and the whole tensor's shape."""
+        n_tokens = len(self.rec.tokens)
+        rows: dict[int, Tensor] = {}
+        shape: tuple[int, ...] = ()
+        node_type = sc.SCALARS[name].node_type
+        for key, rankers in self._rankers.items():
+            if name not in key[0]:
+                continue
+            assert key[1] is not None
+            token = key[1] % n_tokens
+            part = rows.get(token)
+            if part is None:
+                part = rows[token] = sc.compute_at_token(name, self.rec, self.weights, layer, token)
+            shape = (n_tokens, *part.shape[1:])
+            self._segments[key].append((name, layer, tuple(part.shape)))
+            for ranker in rankers.values():
+                found = ranker.candidates(ranker.add(len(self._segments[key]) - 1, part))
+                if found is None:
+                    found = torch.arange(part.numel(), device=part.device)
+                positions.setdefault((node_type, shape), []).append(found + token * part.numel())
+        sums = [axes for sum_name, axes in self._sums if sum_name == name]
+        if sums:
+            by_token = sc.compute_node_sums(name, self.rec, self.weights, layer)
+            for axes in sums:
+                self._sums[(name, axes)].append(by_token if axes else by_token.sum())
+        return rows, shape
 
     # ------------------------------------------------------------------ answers
 
@@ -162,10 +220,48 @@ class NodeScalars:
                     i = int(torch.searchsorted(where, flat))
                     if i < where.numel() and int(where[i]) == flat:
                         return float(values[i])
+            token = node.tensor_indices[0] if node.tensor_indices else None
+            if self._by_token(dst.value, node.layer_index) and token is not None:
+                row = sc.compute_at_token(dst.value, self.rec, self.weights, node.layer_index, int(token))
+                if row.ndim == len(node.tensor_indices):
+                    return float(row[(0, *node.tensor_indices[1:])])
+                continue
             x = sc.compute(dst.value, self.rec, self.weights, node.layer_index)
             if x.ndim == len(node.tensor_indices):
                 return float(x[tuple(node.tensor_indices)])
         raise RequestError(f"no scalar in the group scores {node.node_type.value} nodes")
+
+    def values_at(self, dsts: Sequence[S.DerivedScalarType], nodes: Sequence[S.MirroredNodeIndex]) -> list[float]:
+        """`value_at` of each node, looked up together: one gather per (scalar, layer)."""
+        out: list[float | None] = [None] * len(nodes)
+        by_tensor: dict[tuple[str, int | None], list[tuple[int, S.MirroredNodeIndex]]] = {}
+        for i, node in enumerate(nodes):
+            dst = next((d.value for d in dsts if sc.SCALARS[d.value].node_type == node.node_type.value
+                        and node.layer_index in self._layer_list(d.value)), None)
+            if dst is not None:
+                by_tensor.setdefault((dst, node.layer_index), []).append((i, node))
+        for (dst, layer), items in by_tensor.items():
+            kept = self._values.get((dst, layer))
+            if kept is not None:  # among the candidates kept while scanning
+                where, values, shape = kept
+                if not where.numel():
+                    continue
+                at_node = [(i, f) for i, node in items if (f := _flat_index(node.tensor_indices, shape)) is not None]
+                flats = torch.tensor([f for _, f in at_node], dtype=where.dtype, device=where.device)
+                at = torch.searchsorted(where, flats).clamp(max=where.numel() - 1)
+                for (i, _), found, value in zip(at_node, (where[at] == flats).tolist(), values[at].tolist(), strict=True):
+                    if found:
+                        out[i] = value
+            elif not self._by_token(dst, layer):  # the whole tensor is at hand (the cache keeps it)
+                x = sc.compute(dst, self.rec, self.weights, layer)
+                at_node = [(i, f) for i, node in items if len(node.tensor_indices) == x.ndim
+                           and (f := _flat_index(node.tensor_indices, tuple(x.shape))) is not None]
+                if at_node:
+                    picked = x.reshape(-1)[torch.tensor([f for _, f in at_node], device=x.device)].tolist()
+                    for (i, _), value in zip(at_node, picked, strict=True):
+                        out[i] = value
+        # the rest (another prompt's nodes, not among this one's candidates) one by one
+        return [self.value_at(dsts, node) if v is None else v for v, node in zip(out, nodes, strict=True)]
 
     def layer_sums(self, dst: str, axes: tuple[int, ...]) -> list[Tensor]:
         """`dst` at each of its layers, summed over all but `axes`."""

@@ -566,7 +566,7 @@ class Debugger:
         self, spec: S.MultipleTopKDerivedScalarsRequestSpec, scalars: NodeScalars, nodes: list[S.MirroredNodeIndex]
     ) -> S.MultipleTopKDerivedScalarsResponseData:
         activations = {  # float32 values, in their shortest digits
-            group: short_floats(torch.tensor([scalars.value_at(dsts, n) for n in nodes], dtype=torch.float64)).tolist()
+            group: short_floats(torch.tensor(scalars.values_at(dsts, nodes), dtype=torch.float64)).tolist()
             for group, dsts in spec.dst_list_by_group_id.items()
         }
         keep = {d.value for d in spec.dimensions_to_keep_for_intermediate_sum}

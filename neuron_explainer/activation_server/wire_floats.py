@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -23,6 +24,7 @@ DISPLAY_DIGITS = 5  # display resolution: 10^-DISPLAY_DIGITS of the largest magn
 # powers of ten up to this are exact doubles: round(x * 10^k) / 10^k is then the nearest double
 # to a decimal, which prints as that decimal
 _EXACT_POWER = 22
+_SMALL = 2048  # values: below, short_floats prints and parses
 
 
 def _sent_as_minus_999(x: Tensor) -> Tensor:
@@ -34,8 +36,15 @@ def short_floats(x: Tensor) -> Tensor:
     """float64 values that round back to exactly the given float32 values and print in at most 9
     significant digits (always enough for float32) wherever the powers of ten involved are
     exact doubles, from 1e-14 to 1e30; outside, a value keeps its float64 expansion. The JSON of
-    a tensor is about 40% shorter and no value changes. NaN and infinities become -999."""
+    a tensor is about 40% shorter and no value changes. NaN and infinities become -999.
+
+    Small tensors (most of an answer's, by count) take float32's shortest round-tripping digits
+    through numpy's printing and parsing instead: a quarter of the time of the torch arithmetic
+    below at a few values, but twenty times its time at a hundred thousand."""
     x32 = x.detach().to("cpu", torch.float32)
+    if x32.numel() <= _SMALL:
+        shortest = x32.numpy().astype(np.str_).astype(np.float64)
+        return _sent_as_minus_999(torch.from_numpy(np.asarray(shortest)))
     x64 = x32.double()
     magnitude = x64.abs()
     nonzero = torch.isfinite(x64) & (magnitude > 0)

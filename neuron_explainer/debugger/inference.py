@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -97,6 +98,35 @@ class PromptRequest:
     trace: Trace | None = None
 
 
+class Activations(dict[Site, Tensor]):
+    """A recording's activations by site, of which some are computed only when first read
+    (`defer`): the logits at every position, which a request often reads at one token."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._later: dict[Site, Callable[[], Tensor]] = {}
+
+    def defer(self, site: Site, make: Callable[[], Tensor]) -> None:
+        self._later[site] = make
+
+    def is_deferred(self, site: Site) -> bool:
+        """Whether `site` is recorded but not computed yet."""
+        return site in self._later
+
+    def __missing__(self, site: Site) -> Tensor:
+        make = self._later.pop(site, None)
+        if make is None:
+            raise KeyError(site)
+        self[site] = x = make()
+        return x
+
+    def __contains__(self, site: object) -> bool:
+        return dict.__contains__(self, site) or site in self._later
+
+    def get(self, site: Site, default: Any = None) -> Any:
+        return self[site] if site in self else default  # noqa: SIM401 (dict.get would skip __missing__)
+
+
 @dataclass
 class Recording:
     """What one prompt's pass recorded. Per-prompt layouts (T = prompt length):
@@ -105,13 +135,16 @@ class Recording:
     (T, n_latents); logits (T, vocab)."""
 
     tokens: list[int]
-    activations: dict[Site, Tensor] = field(default_factory=dict)
+    activations: Activations = field(default_factory=Activations)
     gradients: dict[Site, Tensor] = field(default_factory=dict)
     objective: float | None = None  # what was differentiated: the traced quantity, else the loss
     loss: float | None = None  # the loss, when the request has one (also while tracing)
     traced_value: float | None = None  # the traced quantity, when tracing
     derived: ScalarCache = field(default_factory=ScalarCache)  # the derived scalars computed on it
     context: Any = None  # what the derived scalars need to know of the request (their caller's)
+    # the last block's residual stream (T, d_model) where the logits are deferred: what computes
+    # them at any token alone (`Transformer.logits_of`), or their sums over the vocabulary
+    final_resid: Tensor | None = None
 
 
 def _model_index(site: Site, row: int, index: Index) -> tuple[int | slice, ...]:
@@ -218,12 +251,16 @@ def run(
             if total.requires_grad:
                 total.backward()
 
-    if logits_after:
-        kept[Site("logits")] = model.logits_of(kept[resid_out].detach())
     out = []
     for row, r in enumerate(requests):
         rec = Recording(tokens=list(r.tokens))
         for site in record:
+            if logits_after and site.location == "logits":
+                # from the last block's residual stream when first read, as a whole; a reader
+                # that needs one token's (or their sums) takes them from `final_resid` instead
+                resid = rec.final_resid = kept[resid_out][row, : lengths[row]].detach()
+                rec.activations.defer(site, partial(model.logits_of, resid))
+                continue
             rec.activations[site] = _to_prompt_layout(site, kept[site][row].detach(), lengths[row])
         for site in record_grads:
             g = grads.get(site)

@@ -162,6 +162,9 @@ class ScalarType:
     elements: values per layer on a T-token prompt, for scalars whose size must be bounded.
     alias: the scalar it stands for, chosen by what the server has loaded (generic latents).
     reads: the extra sites the request context makes it need (within-layer reads), beyond acts.
+    at_token: (1, ...) its values at one token, where that costs less than the whole tensor
+        (the logits, from the last residual stream); None: the whole tensor's row.
+    node_sums: (T,) its values summed over the node axis, likewise (one token axis only).
     """
 
     node_type: str
@@ -177,6 +180,8 @@ class ScalarType:
     elements: Sizer | None = None
     alias: Callable[[Weights], str] | None = None
     reads: Callable[[Weights, Context], set[Site]] | None = None
+    at_token: Callable[[Inputs, int | None, int], Tensor] | None = None
+    node_sums: ScalarFn | None = None
 
     def location_at(self, w: Weights, layer: int) -> int | None:
         if callable(self.location):

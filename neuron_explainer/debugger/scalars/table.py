@@ -136,6 +136,39 @@ def compute(name: str, rec: Recording, w: Weights, layer: int | None, ctx: Conte
     return rec.derived.get((name, layer), make)
 
 
+def compute_at_token(name: str, rec: Recording, w: Weights, layer: int | None, token: int) -> Tensor:
+    """(1, ...): the scalar at one token (of a scalar with token axes): the whole tensor's row
+    where it is computed already or the scalar has no cheaper way (`ScalarType.at_token`);
+    cached on the recording as the whole is."""
+    token %= len(rec.tokens)
+    _, st = resolve(name, w)
+    if st.at_token is None or (name, layer) in rec.derived:
+        return compute(name, rec, w, layer)[token : token + 1]
+    at_token = st.at_token
+
+    def make() -> Tensor:
+        with torch.no_grad():
+            return at_token(Inputs(rec, w, rec.context or default_context(w)), layer, token)
+
+    return rec.derived.get((f"{name}@{token}", layer), make)
+
+
+def compute_node_sums(name: str, rec: Recording, w: Weights, layer: int | None) -> Tensor:
+    """(T,): a one-token-axis scalar summed over its nodes (`ScalarType.node_sums` where it has
+    a cheaper way than the whole tensor, and that is not computed already)."""
+    _, st = resolve(name, w)
+    if st.node_sums is None or (name, layer) in rec.derived:
+        return compute(name, rec, w, layer).sum(-1)
+    with torch.no_grad():
+        return st.node_sums(Inputs(rec, w, rec.context or default_context(w)), layer)
+
+
+def has_cheap_rows(name: str, w: Weights) -> bool:
+    """Whether the scalar computes one token's values and its node sums without the whole."""
+    _, st = resolve(name, w)
+    return st.at_token is not None and st.node_sums is not None
+
+
 def compute_backward(name: str, rec: Recording, w: Weights, layer: int | None) -> Tensor:
     """The scalar's backward-pass value: the gradient at its hook location, for the scalars that
     are an activation as it is (Unsupported for the others)."""

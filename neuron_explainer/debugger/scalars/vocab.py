@@ -16,6 +16,26 @@ def logits(x: Inputs, layer: int | None) -> Tensor:
     return x.act("logits")
 
 
+# Where the pass deferred the logits (`Recording.final_resid`), a request that reads them at one
+# token and summed over the vocabulary does without every position's vocabulary product.
+
+
+def _deferred(x: Inputs) -> Tensor | None:
+    return x.rec.final_resid if x.rec.activations.is_deferred(Site("logits")) else None
+
+
+def logits_at(x: Inputs, layer: int | None, token: int) -> Tensor:
+    resid = _deferred(x)
+    if resid is None:
+        return x.act("logits")[token : token + 1]
+    return x.w.model.logits_of(resid[token : token + 1]).float()
+
+
+def logit_sums(x: Inputs, layer: int | None) -> Tensor:
+    resid = _deferred(x)
+    return x.act("logits").sum(-1) if resid is None else x.w.model.logit_sums(resid)
+
+
 def token_write_to_input_direction(x: Inputs, layer: int | None) -> Tensor:
     """(T, vocab): the request's node's pre-activation if each token's embedding were what its
     sublayer reads (the seed's; the same at every position)."""
@@ -41,7 +61,7 @@ def _vocab_sites(w: Weights, ctx: Context) -> set[Site]:
 
 def table() -> dict[str, ScalarType]:
     return {
-        "logits": ScalarType(VOCAB, False, logits, acts=("logits",), raw="logits"),
+        "logits": ScalarType(VOCAB, False, logits, acts=("logits",), raw="logits", at_token=logits_at, node_sums=logit_sums),
         "vocab_token_write_to_input_direction": ScalarType(
             VOCAB, False, token_write_to_input_direction, check=_needs_node, reads=_vocab_sites
         ),
