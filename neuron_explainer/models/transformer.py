@@ -554,7 +554,8 @@ class Transformer(nn.Module):
         w = self.unembed.weight
         key = (w.data_ptr(), w._version)
         if self._vocab_sum is None or self._vocab_sum[0] != key:
-            self._vocab_sum = (key, w.double().sum(0))
+            # by chunks of rows: a float64 copy of the whole matrix would be 300 MB for GPT-2
+            self._vocab_sum = (key, sum(chunk.double().sum(0) for chunk in w.split(_LOGIT_ROWS * 64)))
         return (normed.double() @ self._vocab_sum[1]).float()
 
     # -------------------------------------------------------------- sampling
