@@ -207,19 +207,14 @@ class NodeScalars:
 
     def value_at(self, dsts: Sequence[S.DerivedScalarType], node: S.MirroredNodeIndex) -> float:
         """The value at `node` of the first of `dsts` that scores its kind of node."""
+        return self.values_at(dsts, [node])[0]
+
+    def _computed_value(self, dsts: Sequence[S.DerivedScalarType], node: S.MirroredNodeIndex) -> float:
+        """`value_at` for a node not among the kept candidates: from its token's row where the
+        scalar computes one alone, else from the whole tensor."""
         for dst in dsts:
-            if sc.SCALARS[dst.value].node_type != node.node_type.value:
+            if sc.SCALARS[dst.value].node_type != node.node_type.value or node.layer_index not in self._layer_list(dst.value):
                 continue
-            if node.layer_index not in self._layer_list(dst.value):
-                continue
-            kept = self._values.get((dst.value, node.layer_index))
-            if kept is not None:
-                where, values, shape = kept
-                flat = _flat_index(node.tensor_indices, shape)
-                if flat is not None:
-                    i = int(torch.searchsorted(where, flat))
-                    if i < where.numel() and int(where[i]) == flat:
-                        return float(values[i])
             token = node.tensor_indices[0] if node.tensor_indices else None
             if self._by_token(dst.value, node.layer_index) and token is not None:
                 row = sc.compute_at_token(dst.value, self.rec, self.weights, node.layer_index, int(token))
@@ -261,7 +256,7 @@ class NodeScalars:
                     for (i, _), value in zip(at_node, picked, strict=True):
                         out[i] = value
         # the rest (another prompt's nodes, not among this one's candidates) one by one
-        return [self.value_at(dsts, node) if v is None else v for v, node in zip(out, nodes, strict=True)]
+        return [self._computed_value(dsts, node) if v is None else v for v, node in zip(out, nodes, strict=True)]
 
     def layer_sums(self, dst: str, axes: tuple[int, ...]) -> list[Tensor]:
         """`dst` at each of its layers, summed over all but `axes`."""
